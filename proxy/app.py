@@ -1,0 +1,138 @@
+"""create_app(settings) → the FastAPI application: routes, lifespan, error envelopes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .errors import BadRequest, Envelope, ProxyError, to_response
+from .native import routes as native
+from .openai import routes as openai
+from .services import Services, services
+from .settings import Settings
+
+__all__ = ["create_app", "envelope_for"]
+
+log = logging.getLogger("gemini_meter")
+
+
+def envelope_for(request: Request) -> Envelope:
+    """Which API a request came through, so its errors come back in that API's shape."""
+    path = request.url.path
+    if path.startswith("/v1beta/"):
+        return "gemini"
+    if path.startswith("/v1/models") and (":" in path or is_native_client(request)):
+        return "gemini"
+    return "openai"
+
+
+def is_native_client(request: Request) -> bool:
+    # GET /v1/models is both a Gemini and an OpenAI route; the SDKs tell themselves apart by
+    # where they put the key: Google's in x-goog-api-key or ?key=, OpenAI's as a Bearer token.
+    return "x-goog-api-key" in request.headers or "key" in request.query_params
+
+
+async def _models(request: Request) -> Response:
+    if is_native_client(request):
+        return await native.list_models(request)
+    return await openai.list_models(request)
+
+
+async def _model(request: Request) -> Response:
+    if is_native_client(request):
+        return await native.get_model(request)
+    return await openai.get_model(request)
+
+
+async def healthz(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    svc = services(request)
+    checks: dict[str, str] = {}
+    try:
+        async with svc.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # report, don't raise: this is the health check
+        checks["database"] = f"error: {type(exc).__name__}"
+    checks["upstream_key"] = "ok" if svc.settings.upstream_keys else "missing"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+async def metrics_endpoint(_: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings, *, svc: Services | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        s = svc or Services.build(settings)
+        app.state.services = s
+        await s.start()
+        try:
+            yield
+        finally:
+            await s.stop()
+
+    app = FastAPI(
+        title="gemini-meter",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.router.routes.extend(
+        [
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/v1/models", _models, methods=["GET"]),
+            Route("/v1/models/{model}", _model, methods=["GET"]),
+            *native.routes(),
+            *openai.routes(),
+        ]
+    )
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def proxy_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProxyError)
+        return to_response(exc, envelope_for(request))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        err = ProxyError(str(exc.detail), status_code=exc.status_code)
+        return to_response(err, envelope_for(request))
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return to_response(
+            BadRequest(f"{loc}: {first.get('msg', 'invalid')}", param=loc or None),
+            envelope_for(request),
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return to_response(ProxyError("Internal error in the proxy."), envelope_for(request))
+
+    app.add_exception_handler(ProxyError, proxy_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected)

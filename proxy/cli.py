@@ -1,0 +1,306 @@
+"""The ``gemini-meter`` command: serve, db, tenants, keys, usage, prices."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from .db import queries
+from .db.engine import make_engine, make_sessionmaker
+from .db.migrate import upgrade
+from .settings import Settings
+
+__all__ = ["main"]
+
+
+def _run(coro_fn: Callable[[Settings], Coroutine[Any, Any, int]], settings: Settings) -> int:
+    return asyncio.run(coro_fn(settings))
+
+
+class _Session:
+    """``async with _Session(settings) as session``: one committed unit of work for a command."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._engine = make_engine(settings.database_url)
+        self._sm = make_sessionmaker(self._engine)
+
+    async def __aenter__(self) -> Any:
+        self._session = self._sm()
+        return self._session
+
+    async def __aexit__(self, exc_type: Any, *_: Any) -> None:
+        try:
+            if exc_type is None:
+                await self._session.commit()
+            await self._session.close()
+        finally:
+            await self._engine.dispose()
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .logs import configure_logging
+
+    if args.host:
+        settings.host = args.host
+    if args.port:
+        settings.port = args.port
+    configure_logging(settings.log_level)
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+    if not settings.upstream_keys:
+        print("warning: GEMINI_API_KEY is not set; model calls will answer 503", file=sys.stderr)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_db_upgrade(_: argparse.Namespace, settings: Settings) -> int:
+    upgrade(settings.database_url)
+    print("database is at the latest revision")
+    return 0
+
+
+def cmd_tenants_create(args: argparse.Namespace, settings: Settings) -> int:
+    async def go(s: Settings) -> int:
+        async with _Session(s) as session:
+            if await queries.get_tenant(session, args.name) is not None:
+                print(f"tenant {args.name!r} already exists", file=sys.stderr)
+                return 1
+            tenant = await queries.create_tenant(session, args.name)
+            print(f"created tenant {tenant.name} (id {tenant.id})")
+        return 0
+
+    return _run(go, settings)
+
+
+def cmd_tenants_list(_: argparse.Namespace, settings: Settings) -> int:
+    async def go(s: Settings) -> int:
+        async with _Session(s) as session:
+            rows = [
+                [t.id, t.name, "disabled" if t.disabled else "active", t.created_at.isoformat()]
+                for t in await queries.list_tenants(session)
+            ]
+        _print_table(["id", "name", "state", "created"], rows)
+        return 0
+
+    return _run(go, settings)
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    async def go(s: Settings) -> int:
+        async with _Session(s) as session:
+            tenant = await queries.get_tenant(session, args.tenant)
+            if tenant is None:
+                print(f"no tenant named {args.tenant!r}", file=sys.stderr)
+                return 1
+            secret, key = await queries.create_key(session, tenant, args.name)
+        # The secret alone on stdout, so KEY=$(gemini-meter keys create ...) works.
+        print(secret)
+        print(
+            f"key {key.prefix}… (id {key.id}) for tenant {tenant.name}; shown once", file=sys.stderr
+        )
+        return 0
+
+    return _run(go, settings)
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def go(s: Settings) -> int:
+        async with _Session(s) as session:
+            rows = [
+                [
+                    k.id,
+                    tenant,
+                    k.prefix,
+                    k.name or "",
+                    "revoked" if k.revoked_at else "active",
+                    k.last_used_at.isoformat() if k.last_used_at else "",
+                ]
+                for k, tenant in await queries.list_keys(session, args.tenant)
+            ]
+        _print_table(["id", "tenant", "prefix", "name", "state", "last used"], rows)
+        return 0
+
+    return _run(go, settings)
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    async def go(s: Settings) -> int:
+        async with _Session(s) as session:
+            n = await queries.revoke_key(session, args.key)
+        if n == 0:
+            print(f"no active key {args.key!r}", file=sys.stderr)
+            return 1
+        print(f"revoked {n} key(s)")
+        return 0
+
+    return _run(go, settings)
+
+
+def _parse_when(value: str) -> datetime:
+    """A date (YYYY-MM-DD, taken as midnight UTC) or an ISO timestamp."""
+    try:
+        d = date.fromisoformat(value)
+        return datetime(d.year, d.month, d.day, tzinfo=UTC)
+    except ValueError:
+        pass
+    ts = datetime.fromisoformat(value)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
+    group_by = [g.strip() for g in args.group_by.split(",") if g.strip()]
+    for g in group_by:
+        if g not in ("tenant", "model", "key", "day"):
+            print(f"cannot group by {g!r}: use tenant, model, key or day", file=sys.stderr)
+            return 2
+
+    async def go(s: Settings) -> int:
+        async with _Session(s) as session:
+            rows = await queries.usage_totals(
+                session,
+                since=args.since,
+                until=args.until,
+                tenant=args.tenant,
+                group_by=group_by,  # type: ignore[arg-type]
+            )
+        header = [
+            *group_by,
+            "requests",
+            "prompt_tokens",
+            "cached_tokens",
+            "output_tokens",
+            "thinking_tokens",
+            "tool_use_prompt_tokens",
+            "audio_prompt_tokens",
+            "total_tokens",
+            "cost_usd",
+            "unpriced",
+            "estimated",
+        ]
+        table = [
+            [
+                *(r.group[g] for g in group_by),
+                r.requests,
+                r.prompt_tokens,
+                r.cached_tokens,
+                r.output_tokens,
+                r.thinking_tokens,
+                r.tool_use_prompt_tokens,
+                r.audio_prompt_tokens,
+                r.total_tokens,
+                r.cost_usd,
+                r.unpriced,
+                r.estimated,
+            ]
+            for r in rows
+        ]
+        if args.format == "json":
+            out = [dict(zip(header, row, strict=True)) for row in table]
+            sys.stdout.write(
+                orjson.dumps(out, default=_json_default, option=orjson.OPT_INDENT_2).decode() + "\n"
+            )
+        elif args.format == "csv":
+            w = csv.writer(sys.stdout)
+            w.writerow(header)
+            w.writerows(table)
+        else:
+            _print_table(header, table)
+        return 0
+
+    return _run(go, settings)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return str(obj)  # money stays exact in JSON: a decimal string
+    raise TypeError
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(c) for c in header], *[["" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    buf = io.StringIO()
+    for n, row in enumerate(cells):
+        buf.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+        if n == 0:
+            buf.write("  ".join("-" * w for w in widths) + "\n")
+    sys.stdout.write(buf.getvalue())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gemini-meter", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(fn=cmd_serve)
+
+    db = sub.add_parser("db", help="database migrations").add_subparsers(
+        dest="db_cmd", required=True
+    )
+    db.add_parser("upgrade", help="apply pending migrations").set_defaults(fn=cmd_db_upgrade)
+
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
+        dest="t_cmd", required=True
+    )
+    tc = tenants.add_parser("create", help="create a tenant")
+    tc.add_argument("name")
+    tc.set_defaults(fn=cmd_tenants_create)
+    tenants.add_parser("list", help="list tenants").set_defaults(fn=cmd_tenants_list)
+
+    keys = sub.add_parser("keys", help="manage tenant API keys").add_subparsers(
+        dest="k_cmd", required=True
+    )
+    kc = keys.add_parser("create", help="create a key; prints the secret once on stdout")
+    kc.add_argument("--tenant", required=True)
+    kc.add_argument("--name")
+    kc.set_defaults(fn=cmd_keys_create)
+    kl = keys.add_parser("list", help="list keys (prefix only, never the secret)")
+    kl.add_argument("--tenant")
+    kl.set_defaults(fn=cmd_keys_list)
+    kr = keys.add_parser("revoke", help="revoke a key by id or prefix")
+    kr.add_argument("key")
+    kr.set_defaults(fn=cmd_keys_revoke)
+
+    usage = sub.add_parser("usage", help="usage totals over a time range")
+    usage.add_argument("--tenant")
+    usage.add_argument("--from", dest="since", type=_parse_when, help="start (inclusive), UTC")
+    usage.add_argument("--to", dest="until", type=_parse_when, help="end (exclusive), UTC")
+    usage.add_argument(
+        "--group-by", default="tenant,model", help="tenant, model, key, day (comma-separated)"
+    )
+    usage.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    usage.set_defaults(fn=cmd_usage)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    fn: Callable[[argparse.Namespace, Settings], int] = args.fn
+    return fn(args, settings)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""What every metered route does around the upstream call: authenticate, send, close the meter."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import httpx
+from starlette.requests import Request
+
+from .auth import client_key
+from .db.queries import KeyInfo
+from .errors import ProxyError
+from .metering.call import CallMeter
+from .services import Services, services
+from .streaming import Outcome
+
+__all__ = ["COST_HEADER", "authenticate", "read_whole", "send_metered", "stream_closer"]
+
+COST_HEADER = "x-gemini-meter-cost-usd"
+
+
+async def authenticate(request: Request) -> tuple[Services, KeyInfo]:
+    svc = services(request)
+    key = await svc.keys.authenticate(client_key(request.headers, request.query_params))
+    return svc, key
+
+
+async def send_metered(
+    svc: Services,
+    meter: CallMeter,
+    method: str,
+    path: str,
+    *,
+    params: list[tuple[str, str]] | None = None,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    stream: bool = False,
+) -> httpx.Response:
+    """Send upstream; a call that gets no reply is still metered before the error propagates."""
+    try:
+        upstream = await svc.upstream.send(
+            method, path, params=params or [], content=content, headers=headers, stream=stream
+        )
+    except ProxyError as exc:
+        meter.close(exc.status_code, error_class=type(exc).__name__)
+        raise
+    meter.retries = upstream.retries
+    if not stream:
+        meter.first_byte()
+    return upstream.response
+
+
+async def read_whole(reply: httpx.Response) -> bytes:
+    """The body of a reply opened as a stream (a stream that failed before its first event)."""
+    if not reply.is_closed:
+        try:
+            await reply.aread()
+        finally:
+            await reply.aclose()
+    return reply.content
+
+
+def stream_closer(reply: httpx.Response, meter: CallMeter) -> Callable[[Outcome], Awaitable[None]]:
+    """The end of a forwarded stream: close the upstream reply, then the meter, once."""
+
+    async def on_close(outcome: Outcome) -> None:
+        try:
+            await reply.aclose()
+        finally:
+            if outcome == "client_disconnected":
+                meter.error_class = "client_disconnected"
+            elif outcome == "failed" and meter.error_class is None:
+                meter.error_class = "stream_failed"
+            meter.close(200)
+
+    return on_close

@@ -1,0 +1,222 @@
+"""The per-call meter: opened after authentication, closed exactly once.
+
+Closing prices the usage observed, emits metrics and queues one ledger event — whatever ended
+the call: success, an upstream error, a client that went away, or a crash in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from .. import metrics
+from ..db.queries import KeyInfo
+from ..pricing.catalog import Catalog, normalize_model
+from ..pricing.cost import price_call
+from .ledger import LedgerEvent, LedgerWriter
+from .usage import Usage
+
+__all__ = ["CallMeter", "MeterResult", "Metering"]
+
+log = logging.getLogger("gemini_meter.metering")
+
+# Operations Google does not bill: their rows cost exactly zero rather than unpriced.
+FREE_OPERATIONS = frozenset({"countTokens", "listModels", "getModel"})
+
+
+@dataclass(slots=True)
+class Metering:
+    """What every meter needs, built once per app."""
+
+    catalog: Catalog
+    ledger: LedgerWriter
+    _unpriced_logged: set[str] = field(default_factory=set)
+
+    def open(
+        self,
+        key: KeyInfo,
+        *,
+        route: str,
+        operation: str,
+        model: str,
+        streamed: bool = False,
+        end_user: str | None = None,
+    ) -> CallMeter:
+        return CallMeter(
+            self,
+            key,
+            route=route,
+            operation=operation,
+            model=model,
+            streamed=streamed,
+            end_user=end_user,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MeterResult:
+    cost_usd: Decimal | None
+    usage: Usage
+
+
+class CallMeter:
+    __slots__ = (
+        "_closed",
+        "_metering",
+        "end_user",
+        "error_class",
+        "key",
+        "model",
+        "model_version",
+        "operation",
+        "response_id",
+        "retries",
+        "route",
+        "started",
+        "streamed",
+        "ttfb",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        metering: Metering,
+        key: KeyInfo,
+        *,
+        route: str,
+        operation: str,
+        model: str,
+        streamed: bool,
+        end_user: str | None,
+    ) -> None:
+        self._metering = metering
+        self._closed = False
+        self.key = key
+        self.route = route
+        self.operation = operation
+        self.model = normalize_model(model)
+        self.streamed = streamed
+        self.end_user = end_user
+        self.started = time.perf_counter()
+        self.ttfb: float | None = None
+        self.usage: Usage | None = None
+        self.response_id: str | None = None
+        self.model_version: str | None = None
+        self.error_class: str | None = None
+        self.retries = 0
+
+    def first_byte(self) -> None:
+        if self.ttfb is None:
+            self.ttfb = time.perf_counter() - self.started
+
+    def observe(self, reply: dict[str, Any]) -> None:
+        """Take usage and ids from a reply or stream event (the last usage seen wins)."""
+        md = reply.get("usageMetadata")
+        if isinstance(md, dict):
+            self.usage = Usage.from_metadata(md)
+        rid = reply.get("responseId")
+        if isinstance(rid, str):
+            self.response_id = rid[:128]
+        mv = reply.get("modelVersion")
+        if isinstance(mv, str):
+            self.model_version = mv[:128]
+
+    def estimate(self, usage: Usage) -> None:
+        """Usage for replies that carry none (embeddings); kept only if nothing better came."""
+        if self.usage is None:
+            self.usage = usage
+
+    def close(self, status: int, error_class: str | None = None) -> MeterResult:
+        """Price, count and queue the call. Idempotent: only the first close counts."""
+        usage = self.usage or Usage()
+        if self._closed:
+            return MeterResult(None, usage)
+        self._closed = True
+        self.error_class = error_class or self.error_class
+        elapsed = time.perf_counter() - self.started
+        m = self._metering
+
+        if self.operation in FREE_OPERATIONS:
+            cost: Decimal | None = Decimal(0)
+            priced, price_list, price_version = True, None, None
+        else:
+            pc = price_call(m.catalog, self.model, usage, status=status, at=None)
+            cost, priced = pc.cost, pc.priced
+            price_list, price_version = pc.price_list, pc.price_version
+        known = priced or m.catalog.resolve(self.model) is not None
+
+        m.ledger.submit(
+            LedgerEvent(
+                tenant_id=self.key.tenant_id,
+                key_id=self.key.key_id,
+                model=self.model,
+                operation=self.operation,
+                route=self.route,
+                streamed=self.streamed,
+                status=status,
+                latency_ms=elapsed * 1e3,
+                ttfb_ms=None if self.ttfb is None else self.ttfb * 1e3,
+                prompt_tokens=usage.prompt_tokens,
+                cached_tokens=usage.cached_tokens,
+                output_tokens=usage.output_tokens,
+                thinking_tokens=usage.thinking_tokens,
+                tool_use_prompt_tokens=usage.tool_use_prompt_tokens,
+                audio_prompt_tokens=usage.prompt_audio_tokens,
+                cached_audio_tokens=usage.cached_audio_tokens,
+                output_image_tokens=usage.output_image_tokens,
+                output_audio_tokens=usage.output_audio_tokens,
+                total_tokens=usage.total_tokens,
+                estimated=usage.estimated,
+                cost_usd=cost,
+                priced=priced,
+                price_list=price_list,
+                price_version=price_version,
+                response_id=self.response_id,
+                model_version=self.model_version,
+                error_class=self.error_class,
+                end_user=self.end_user,
+                retries=self.retries,
+            )
+        )
+        self._count(usage, status, elapsed, cost, priced, model_known=known or status == 200)
+        return MeterResult(cost, usage)
+
+    def _count(
+        self,
+        usage: Usage,
+        status: int,
+        elapsed: float,
+        cost: Decimal | None,
+        priced: bool,
+        *,
+        model_known: bool,
+    ) -> None:
+        tenant = self.key.tenant_name
+        # Bounded labels: a model name the client made up is not a label of its own.
+        model = self.model if model_known else "other"
+        metrics.REQUESTS.labels(tenant, model, self.route, f"{status // 100}xx").inc()
+        metrics.REQUEST_DURATION.labels(model, self.route).observe(elapsed)
+        if self.ttfb is not None:
+            metrics.TIME_TO_FIRST_BYTE.labels(model, self.route).observe(self.ttfb)
+        for kind, n in (
+            ("prompt", usage.prompt_tokens),
+            ("cached", usage.cached_tokens),
+            ("output", usage.output_tokens),
+            ("thinking", usage.thinking_tokens),
+            ("tool_use", usage.tool_use_prompt_tokens),
+            ("audio", usage.prompt_audio_tokens),
+        ):
+            if n:
+                metrics.TOKENS.labels(tenant, model, kind).inc(n)
+        if cost:
+            metrics.COST_USD.labels(tenant, model).inc(float(cost))
+        if not priced:
+            metrics.UNPRICED_CALLS.labels(model).inc()
+            if self.model not in self._metering._unpriced_logged:
+                self._metering._unpriced_logged.add(self.model)
+                log.warning(
+                    "model %r has no price in the catalog: its calls are unpriced", self.model
+                )

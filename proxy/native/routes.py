@@ -1,0 +1,154 @@
+"""Native Gemini routes (/v1beta and /v1): forward bytes, observe usage on the way through."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..errors import BadRequest, NotFound
+from ..forwarding import COST_HEADER, authenticate, read_whole, send_metered, stream_closer
+from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
+from ..metering.call import CallMeter
+from ..metering.estimate import estimate_text_tokens, request_text
+from ..metering.usage import Usage
+from ..sse import EventDecoder, JsonArrayDecoder, SSEDecoder, parse_event
+from ..streaming import WatchedStream
+
+__all__ = ["check_model_id", "get_model", "list_models", "routes"]
+
+METHODS = frozenset(
+    {
+        "generateContent",
+        "streamGenerateContent",
+        "countTokens",
+        "embedContent",
+        "batchEmbedContents",
+    }
+)
+# A model id is one path segment of safe characters: nothing that could climb or leave the
+# upstream path the proxy means to call (no '/', no '..' prefix, no scheme, no '%').
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    """``gemini-2.5-flash:generateContent`` → (model, method), refusing anything else."""
+    model, sep, method = target.rpartition(":")
+    if not sep:
+        raise NotFound(f"Unknown method path {target!r}: expected models/{{model}}:{{method}}.")
+    if method not in METHODS:
+        raise NotFound(f"Method {method!r} is not supported by the proxy.")
+    check_model_id(model)
+    return model, method
+
+
+def check_model_id(model: str) -> None:
+    if not _MODEL_ID.fullmatch(model):
+        raise BadRequest(f"Invalid model name {model[:80]!r}.")
+
+
+def _version(request: Request) -> str:
+    # Only the two registered prefixes route here: "/v1beta/..." or "/v1/...".
+    return "v1beta" if request.url.path.startswith("/v1beta/") else "v1"
+
+
+def _params(request: Request) -> list[tuple[str, str]]:
+    # The client's own key never goes upstream; every other query parameter does.
+    return [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
+
+
+async def call_model(request: Request) -> Response:
+    version = _version(request)
+    model, method = parse_target(request.path_params["target"])
+    svc, key = await authenticate(request)
+    body = await read_body(request, svc.settings.max_body_bytes)
+    payload = parse_json_object(body)
+    streamed = method == "streamGenerateContent"
+    meter = svc.metering.open(key, route="native", operation=method, model=model, streamed=streamed)
+    if method in ("embedContent", "batchEmbedContents"):
+        meter.estimate(Usage.estimate(estimate_text_tokens(request_text(payload))))
+    reply = await send_metered(
+        svc,
+        meter,
+        "POST",
+        f"/{version}/models/{model}:{method}",
+        params=_params(request),
+        content=body,
+        headers=forward_headers(request.headers),
+        stream=streamed,
+    )
+    if streamed and reply.status_code == 200:
+        sse = request.query_params.get("alt") == "sse"
+        return WatchedStream(  # type: ignore[return-value]
+            _forward(reply, meter, SSEDecoder() if sse else JsonArrayDecoder()),
+            headers=reply_headers(reply.headers),
+            on_close=stream_closer(reply, meter),
+        )
+    return await finish_plain(reply, meter)
+
+
+async def finish_plain(reply: httpx.Response, meter: CallMeter) -> Response:
+    """A whole (non-stream, or failed stream) reply: observe, price, pass through."""
+    content = await read_whole(reply)
+    status = reply.status_code
+    if status == 200:
+        obj = parse_event(content)
+        if obj is not None:
+            meter.observe(obj)
+    result = meter.close(status, error_class=None if status == 200 else f"upstream_{status}")
+    headers = reply_headers(reply.headers)
+    if result.cost_usd is not None:
+        headers[COST_HEADER] = str(result.cost_usd)
+    return Response(content, status_code=status, headers=headers)
+
+
+async def _forward(
+    reply: httpx.Response, meter: CallMeter, decoder: EventDecoder
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in reply.aiter_bytes():
+            meter.first_byte()
+            for data in decoder.feed(chunk):
+                event = parse_event(data)
+                if event is not None:
+                    if "error" in event:
+                        meter.error_class = "upstream_stream_error"
+                    meter.observe(event)
+            yield chunk
+    except httpx.TransportError as exc:
+        # Nothing can be said to the client once the status went out; the row tells.
+        meter.error_class = f"upstream_{type(exc).__name__}"
+
+
+async def list_models(request: Request) -> Response:
+    version = _version(request)
+    svc, key = await authenticate(request)
+    meter = svc.metering.open(key, route="native", operation="listModels", model="*")
+    reply = await send_metered(svc, meter, "GET", f"/{version}/models", params=_params(request))
+    return await finish_plain(reply, meter)
+
+
+async def get_model(request: Request) -> Response:
+    version = _version(request)
+    model = request.path_params["model"]
+    check_model_id(model)
+    svc, key = await authenticate(request)
+    meter = svc.metering.open(key, route="native", operation="getModel", model=model)
+    reply = await send_metered(
+        svc, meter, "GET", f"/{version}/models/{model}", params=_params(request)
+    )
+    return await finish_plain(reply, meter)
+
+
+def routes() -> list[BaseRoute]:
+    # GET /v1/models[/{id}] is shared with the OpenAI API and dispatched in app.py.
+    return [
+        Route("/v1beta/models", list_models, methods=["GET"]),
+        Route("/v1beta/models/{model}", get_model, methods=["GET"]),
+        Route("/v1beta/models/{target:path}", call_model, methods=["POST"]),
+        Route("/v1/models/{target:path}", call_model, methods=["POST"]),
+    ]

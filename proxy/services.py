@@ -1,0 +1,76 @@
+"""The long-lived objects of one proxy process, built from Settings and shared by all routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from starlette.requests import Request
+
+from .auth import KeyCache
+from .db.engine import make_engine, make_sessionmaker
+from .metering.call import Metering
+from .metering.ledger import LedgerWriter
+from .pricing.catalog import Catalog
+from .settings import Settings
+from .upstream import Upstream
+
+__all__ = ["Services", "services"]
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[Any]
+    keys: KeyCache
+    upstream: Upstream
+    catalog: Catalog
+    ledger: LedgerWriter
+    metering: Metering
+
+    @classmethod
+    def build(
+        cls, settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+    ) -> Services:
+        engine = make_engine(settings.database_url)
+        sessionmaker = make_sessionmaker(engine)
+        catalog = Catalog.load(settings.price_list, settings.price_overrides)
+        ledger = LedgerWriter(
+            engine,
+            batch_size=settings.ledger_batch_size,
+            flush_interval=settings.ledger_flush_interval,
+        )
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            keys=KeyCache(sessionmaker, ttl=settings.key_cache_ttl),
+            upstream=Upstream(
+                settings.upstream_url,
+                settings.upstream_keys,
+                connect_timeout=settings.upstream_connect_timeout,
+                read_timeout=settings.upstream_read_timeout,
+                max_connections=settings.upstream_max_connections,
+                retries=settings.upstream_retries,
+                transport=upstream_transport,
+            ),
+            catalog=catalog,
+            ledger=ledger,
+            metering=Metering(catalog=catalog, ledger=ledger),
+        )
+
+    async def start(self) -> None:
+        self.ledger.start()
+
+    async def stop(self) -> None:
+        await self.upstream.aclose()
+        await self.ledger.stop()
+        await self.engine.dispose()
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc

@@ -1,0 +1,107 @@
+"""Settings: the only reader of the environment.
+
+Built once (by the CLI or a test) and passed into ``create_app``; nothing is read at import time.
+Every field is documented in the README's configuration table (checked by tests/test_docs.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GEMINI_METER_", env_file=None, extra="ignore", populate_by_name=True
+    )
+
+    # Upstream
+    gemini_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GEMINI_API_KEY", "gemini_api_key"),
+        description=(
+            "The real Gemini API key, sent upstream as x-goog-api-key. Several keys separated "
+            "by commas form a pool: round-robin, and a key that got a 429 cools down."
+        ),
+    )
+    upstream_url: str = Field(
+        default="https://generativelanguage.googleapis.com",
+        description="Base URL of the Gemini API.",
+    )
+    upstream_connect_timeout: float = Field(
+        default=10.0, description="Seconds to open a connection to the upstream."
+    )
+    upstream_read_timeout: float = Field(
+        default=600.0,
+        description="Seconds to wait for the upstream's reply, and between two stream events.",
+    )
+    upstream_max_connections: int = Field(
+        default=512, description="Size of the upstream connection pool."
+    )
+    upstream_retries: int = Field(
+        default=2,
+        description="Extra attempts on connection errors, 5xx and 429 (another key), "
+        "only before the first byte reached the client.",
+    )
+
+    # Server
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8080, description="Port to listen on.")
+    max_body_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        description="Largest request body accepted, in bytes (Gemini's inline limit: 20 MB).",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the admin API; unset disables it."
+    )
+
+    # Storage
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./gemini-meter.db",
+        description="SQLAlchemy async URL of the ledger (sqlite+aiosqlite or postgresql+asyncpg).",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL for shared quota counters across replicas."
+    )
+
+    # Ledger writer
+    ledger_batch_size: int = Field(
+        default=500, description="Most ledger events written in one database transaction."
+    )
+    ledger_flush_interval: float = Field(
+        default=0.5, description="Seconds between ledger flushes when the queue is not full."
+    )
+    ledger_queue_size: int = Field(
+        default=100_000, description="Most ledger events held in memory awaiting a write."
+    )
+
+    # Auth cache
+    key_cache_ttl: float = Field(
+        default=1.0,
+        description="Seconds a tenant-key lookup is cached; revocations apply within this time.",
+    )
+
+    # Pricing
+    price_list: str = Field(
+        default="gemini-api",
+        description="Default price list: gemini-api (Developer API) or vertex-ai.",
+    )
+    price_overrides: Path | None = Field(
+        default=None, description="YAML file with extra models, discounts or newer prices."
+    )
+
+    log_level: str = Field(default="info", description="Log level of the proxy and uvicorn.")
+
+    @property
+    def upstream_keys(self) -> list[str]:
+        if self.gemini_api_key is None:
+            return []
+        return [k.strip() for k in self.gemini_api_key.get_secret_value().split(",") if k.strip()]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,166 @@
+"""The one HTTP client to Gemini: pooled connections, the key pool, retries before the first byte.
+
+The upstream key is attached here and nowhere else; it never leaves this module in a log line,
+an exception message or a response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from . import metrics
+from .errors import ServiceUnavailable, UpstreamTimeout, UpstreamUnreachable
+
+__all__ = ["KeyPool", "Upstream", "UpstreamReply"]
+
+log = logging.getLogger("gemini_meter.upstream")
+
+# Statuses worth another attempt: overload and quota (on another key) — never a 4xx the
+# request itself caused.
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_COOLDOWN_429 = 30.0
+
+
+class KeyPool:
+    """Round-robin over the upstream keys, skipping any key cooling down after a 429."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self._keys = list(keys)
+        self._next = 0
+        self._cool_until = [0.0] * len(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def pick(self) -> int:
+        now = time.monotonic()
+        n = len(self._keys)
+        for i in range(n):
+            idx = (self._next + i) % n
+            if self._cool_until[idx] <= now:
+                self._next = idx + 1
+                return idx
+        # All cooling: the least-cooled one is the best bet.
+        return min(range(n), key=self._cool_until.__getitem__)
+
+    def key(self, idx: int) -> str:
+        return self._keys[idx]
+
+    def cool_down(self, idx: int, seconds: float = _COOLDOWN_429) -> None:
+        self._cool_until[idx] = time.monotonic() + seconds
+
+
+@dataclass(slots=True)
+class UpstreamReply:
+    response: httpx.Response
+    retries: int
+
+
+class Upstream:
+    def __init__(
+        self,
+        base_url: str,
+        keys: Sequence[str],
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 600.0,
+        max_connections: int = 512,
+        retries: int = 2,
+        backoff: float = 0.25,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.keys = KeyPool(keys)
+        self._retries = retries
+        self._backoff = backoff
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=60,
+            ),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> UpstreamReply:
+        """Send a request, retrying connection failures, 429 (on another key) and 5xx.
+
+        Retries happen only here, before any byte has gone back to the client. The reply is
+        returned unread when ``stream`` is true; the caller closes it.
+        """
+        if not len(self.keys):
+            raise ServiceUnavailable("The proxy has no upstream Gemini API key configured.")
+        attempt = 0
+        while True:
+            idx = self.keys.pick()
+            hdrs = dict(headers or {})
+            hdrs["x-goog-api-key"] = self.keys.key(idx)
+            request = self._client.build_request(
+                method, path, params=list(params), content=content, headers=hdrs
+            )
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                metrics.UPSTREAM_ERRORS.labels("timeout").inc()
+                if attempt < self._retries and isinstance(exc, httpx.ConnectTimeout):
+                    attempt += 1
+                    await self._sleep(attempt)
+                    continue
+                raise UpstreamTimeout("The Gemini API did not answer in time.") from None
+            except httpx.TransportError as exc:
+                metrics.UPSTREAM_ERRORS.labels("connect").inc()
+                log.warning("upstream connection failed: %s", type(exc).__name__)
+                if attempt < self._retries:
+                    attempt += 1
+                    await self._sleep(attempt)
+                    continue
+                raise UpstreamUnreachable("The Gemini API could not be reached.") from None
+            status = response.status_code
+            if status != 200:
+                metrics.UPSTREAM_ERRORS.labels(str(status)).inc()
+            if status == 429:
+                self.keys.cool_down(idx)
+            if status in _RETRY_STATUSES and attempt < self._retries and self._may_retry(status):
+                await response.aclose()
+                attempt += 1
+                await self._sleep(attempt)
+                continue
+            if not stream:
+                try:
+                    await response.aread()
+                except httpx.TimeoutException:
+                    await response.aclose()
+                    raise UpstreamTimeout("The Gemini API did not answer in time.") from None
+                except httpx.TransportError:
+                    await response.aclose()
+                    raise UpstreamUnreachable("The Gemini API dropped the connection.") from None
+            return UpstreamReply(response, attempt)
+
+    def _may_retry(self, status: int) -> bool:
+        # A 429 is a quota answer for that key: retrying the same key only burns time.
+        return status != 429 or len(self.keys) > 1
+
+    async def _sleep(self, attempt: int) -> None:
+        # Full jitter: spreads the retries of many callers hit by the same blip.
+        await asyncio.sleep(random.uniform(0, self._backoff * 2 ** (attempt - 1)))

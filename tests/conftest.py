@@ -1,0 +1,204 @@
+"""Shared fixtures: databases (SQLite and the machine's real PostgreSQL), the fake upstream, and a
+running proxy on a real port, so real SDK clients can be pointed at it."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import select, text
+
+from proxy.app import create_app
+from proxy.db import queries
+from proxy.db.engine import make_engine, make_sessionmaker
+from proxy.db.migrate import upgrade
+from proxy.db.tables import UsageEvent
+from proxy.settings import Settings
+from tests.fakes.gemini import FakeGemini
+from tests.fakes.server import serve
+
+UPSTREAM_KEY = "AIzaSy-upstream-SECRET-key-0123456789"
+PG_ADMIN_URL = os.environ.get("GEMINI_METER_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+
+T = TypeVar("T")
+
+
+def run_sync(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion on a fresh loop in a worker thread.
+
+    Works from sync tests and from inside a running loop alike (the proxy under test serves on
+    its own thread, so blocking the test's loop for a moment stalls nothing).
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(fn())).result()  # type: ignore[arg-type]
+
+
+# -- databases -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "ledger.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated to head, dropped after."""
+    name = f"gemini_meter_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        engine = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    run_sync(lambda: admin(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        run_sync(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    async def truncate() -> None:
+        engine = make_engine(pg_database)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("TRUNCATE usage_events, api_keys, tenants RESTART IDENTITY CASCADE")
+                )
+        finally:
+            await engine.dispose()
+
+    run_sync(truncate)
+    return pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Runs the test once on SQLite and once on PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    url: str = request.getfixturevalue(name)
+    return url
+
+
+async def make_tenant_key(url: str, tenant: str) -> str:
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            t = await queries.get_tenant(session, tenant) or await queries.create_tenant(session, tenant)
+            secret, _ = await queries.create_key(session, t)
+            await session.commit()
+            return secret
+    finally:
+        await engine.dispose()
+
+
+async def fetch_rows(url: str) -> list[dict[str, Any]]:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(select(UsageEvent).order_by(UsageEvent.created_at))
+            return [dict(r._mapping) for r in result]
+    finally:
+        await engine.dispose()
+
+
+# -- upstream and proxy --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[tuple[FakeGemini, str]]:
+    fake = FakeGemini(api_key=UPSTREAM_KEY)
+    with serve(fake) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def fake(fake_server: tuple[FakeGemini, str]) -> FakeGemini:
+    fake_server[0].reset()
+    return fake_server[0]
+
+
+@dataclass
+class RunningProxy:
+    url: str
+    key: str
+    tenant: str
+    settings: Settings
+    fake: FakeGemini
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The ledger rows, once at least ``count`` have been written."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = run_sync(lambda: fetch_rows(self.settings.database_url))
+            if len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.02)
+
+    def new_key(self, tenant: str) -> str:
+        return run_sync(lambda: make_tenant_key(self.settings.database_url, tenant))
+
+
+def proxy_settings(database_url: str, upstream_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "upstream_url": upstream_url,
+        "gemini_api_key": UPSTREAM_KEY,
+        "ledger_flush_interval": 0.02,
+        "upstream_retries": 2,
+        "admin_token": "admin-token-for-tests",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def start_proxy(
+    fake_server: tuple[FakeGemini, str], fake: FakeGemini
+) -> Iterator[Callable[..., RunningProxy]]:
+    """Factory: start a proxy on a database; more than one may run at once (replicas)."""
+    stack: list[Any] = []
+
+    def start(database_url: str, *, tenant: str = "team-a", **overrides: Any) -> RunningProxy:
+        settings = proxy_settings(database_url, fake_server[1], **overrides)
+        key = run_sync(lambda: make_tenant_key(database_url, tenant))
+        cm = serve(create_app(settings))
+        url = cm.__enter__()
+        stack.append(cm)
+        return RunningProxy(url=url, key=key, tenant=tenant, settings=settings, fake=fake)
+
+    yield start
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def proxy(start_proxy: Callable[..., RunningProxy], sqlite_url: str) -> RunningProxy:
+    """A proxy on SQLite in front of the fake upstream, with one tenant key."""
+    return start_proxy(sqlite_url)
