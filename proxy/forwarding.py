@@ -67,10 +67,11 @@ def stream_closer(reply: httpx.Response, meter: CallMeter) -> Callable[[Outcome]
         try:
             await reply.aclose()
         finally:
-            if outcome == "client_disconnected":
-                meter.error_class = "client_disconnected"
-            elif outcome == "failed" and meter.error_class is None:
-                meter.error_class = "stream_failed"
+            # An upstream error seen first explains the end better than what followed it.
+            if meter.error_class is None and outcome != "completed":
+                meter.error_class = (
+                    "client_disconnected" if outcome == "client_disconnected" else "stream_failed"
+                )
             meter.close(200)
 
     return on_close

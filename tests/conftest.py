@@ -186,7 +186,8 @@ def start_proxy(
     stack: list[Any] = []
 
     def start(database_url: str, *, tenant: str = "team-a", **overrides: Any) -> RunningProxy:
-        settings = proxy_settings(database_url, fake_server[1], **overrides)
+        upstream = overrides.pop("upstream_url", fake_server[1])
+        settings = proxy_settings(database_url, upstream, **overrides)
         key = run_sync(lambda: make_tenant_key(database_url, tenant))
         cm = serve(create_app(settings))
         url = cm.__enter__()

@@ -47,30 +47,48 @@ def comparable(resp: Any) -> Any:
 # -- the SDK gets what it would get from the upstream directly --------------------------------
 
 
-def test_sdk_generate_matches_direct(proxy: RunningProxy, fake_server: tuple[FakeGemini, str]) -> None:
-    via_proxy = sdk(proxy.url, proxy.key).models.generate_content(model="gemini-2.5-flash", contents="hi")
-    direct = sdk(fake_server[1], UPSTREAM_KEY).models.generate_content(model="gemini-2.5-flash", contents="hi")
+def test_sdk_generate_matches_direct(
+    proxy: RunningProxy, fake_server: tuple[FakeGemini, str]
+) -> None:
+    # Keep the clients referenced: a collected genai.Client closes its HTTP client.
+    through, direct_client = sdk(proxy.url, proxy.key), sdk(fake_server[1], UPSTREAM_KEY)
+    via_proxy = through.models.generate_content(model="gemini-2.5-flash", contents="hi")
+    direct = direct_client.models.generate_content(model="gemini-2.5-flash", contents="hi")
     assert comparable(via_proxy) == comparable(direct)
-    assert via_proxy.text == fixture("generate_text")["candidates"][0]["content"]["parts"][0]["text"]
+    assert (
+        via_proxy.text == fixture("generate_text")["candidates"][0]["content"]["parts"][0]["text"]
+    )
     upstream = proxy.fake.calls("generateContent")[0]
     assert upstream.headers["x-goog-api-key"] == UPSTREAM_KEY
     assert proxy.key not in str(upstream.headers) + upstream.query_string
 
 
-def test_sdk_stream_matches_direct(proxy: RunningProxy, fake_server: tuple[FakeGemini, str]) -> None:
-    via = list(sdk(proxy.url, proxy.key).models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
-    direct = list(sdk(fake_server[1], UPSTREAM_KEY).models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
+def test_sdk_stream_matches_direct(
+    proxy: RunningProxy, fake_server: tuple[FakeGemini, str]
+) -> None:
+    through, direct_client = sdk(proxy.url, proxy.key), sdk(fake_server[1], UPSTREAM_KEY)
+    via = list(through.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
+    direct = list(
+        direct_client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")
+    )
     assert [comparable(c) for c in via] == [comparable(c) for c in direct]
-    assert "".join(c.text or "" for c in via) == "Proxies forward requests from clients to servers and relay the replies back."
+    assert (
+        "".join(c.text or "" for c in via)
+        == "Proxies forward requests from clients to servers and relay the replies back."
+    )
 
 
 def test_sdk_count_tokens_embed_and_models(proxy: RunningProxy) -> None:
     client = sdk(proxy.url, proxy.key)
     assert client.models.count_tokens(model="gemini-2.5-flash", contents="hello").total_tokens == 31
-    emb = client.models.embed_content(model="gemini-embedding-001", contents=["one", "two", "three"])
+    emb = client.models.embed_content(
+        model="gemini-embedding-001", contents=["one", "two", "three"]
+    )
     assert emb.embeddings is not None and len(emb.embeddings) == 3
     names = [m.name for m in client.models.list()]
-    assert "models/gemini-2.5-flash" in names and "models/gemini-3-pro-preview" in names  # both pages
+    assert (
+        "models/gemini-2.5-flash" in names and "models/gemini-3-pro-preview" in names
+    )  # both pages
     assert client.models.get(model="gemini-2.5-pro").display_name == "Gemini 2.5 Pro"
 
 
@@ -158,10 +176,14 @@ def test_each_way_to_send_the_tenant_key(proxy: RunningProxy, how: str) -> None:
 
 
 @pytest.mark.parametrize("key", [None, "gm-not-a-real-key"])
-def test_missing_or_unknown_key_is_401_in_gemini_envelope(proxy: RunningProxy, key: str | None) -> None:
+def test_missing_or_unknown_key_is_401_in_gemini_envelope(
+    proxy: RunningProxy, key: str | None
+) -> None:
     headers = {"x-goog-api-key": key} if key else {}
     r = httpx.post(
-        f"{proxy.url}/v1beta/models/gemini-2.5-flash:generateContent", headers=headers, json={"contents": []}
+        f"{proxy.url}/v1beta/models/gemini-2.5-flash:generateContent",
+        headers=headers,
+        json={"contents": []},
     )
     assert r.status_code == 401
     assert r.json()["error"]["status"] == "UNAUTHENTICATED"
@@ -184,7 +206,9 @@ def test_revoked_key_is_refused(
 # -- the ledger --------------------------------------------------------------------------------
 
 
-def test_ledger_rows_carry_exact_usage(start_proxy: Callable[..., RunningProxy], db_url: str) -> None:
+def test_ledger_rows_carry_exact_usage(
+    start_proxy: Callable[..., RunningProxy], db_url: str
+) -> None:
     p = start_proxy(db_url)
     p.fake.enqueue(JsonReply(fixture("generate_cached_audio")))
     client = sdk(p.url, p.key)
@@ -195,13 +219,25 @@ def test_ledger_rows_carry_exact_usage(start_proxy: Callable[..., RunningProxy],
     plain, streamed = sorted(rows, key=lambda r: r["streamed"])
     # generate_cached_audio.json's usageMetadata, field by field
     assert plain["model"] == "gemini-2.5-flash"
-    assert (plain["prompt_tokens"], plain["cached_tokens"], plain["output_tokens"]) == (5230, 4096, 11)
-    assert (plain["thinking_tokens"], plain["audio_prompt_tokens"], plain["cached_audio_tokens"]) == (144, 4800, 4096)
+    assert (plain["prompt_tokens"], plain["cached_tokens"], plain["output_tokens"]) == (
+        5230,
+        4096,
+        11,
+    )
+    assert (
+        plain["thinking_tokens"],
+        plain["audio_prompt_tokens"],
+        plain["cached_audio_tokens"],
+    ) == (144, 4800, 4096)
     assert plain["total_tokens"] == 5385
     assert plain["response_id"] == "Zk1saP2aBNqkz7IPl8e4qQM" and plain["status"] == 200
     assert plain["estimated"] is False and plain["route"] == "native"
     # the stream's LAST usageMetadata, not a sum of its chunks
-    assert (streamed["prompt_tokens"], streamed["output_tokens"], streamed["thinking_tokens"]) == (12, 14, 272)
+    assert (streamed["prompt_tokens"], streamed["output_tokens"], streamed["thinking_tokens"]) == (
+        12,
+        14,
+        272,
+    )
     assert streamed["total_tokens"] == 298
     for row in rows:
         assert row["tenant_id"] and row["key_id"] and row["latency_ms"] > 0
@@ -237,8 +273,10 @@ def test_upstream_errors_pass_through_unchanged_and_are_recorded(proxy: RunningP
 
 def _post(proxy: RunningProxy, path: str, content: bytes, **kw: Any) -> httpx.Response:
     return httpx.post(
-        f"{proxy.url}{path}", headers={"x-goog-api-key": proxy.key, "content-type": "application/json"},
-        content=content, **kw,
+        f"{proxy.url}{path}",
+        headers={"x-goog-api-key": proxy.key, "content-type": "application/json"},
+        content=content,
+        **kw,
     )
 
 
@@ -253,7 +291,15 @@ def _post(proxy: RunningProxy, path: str, content: bytes, **kw: Any) -> httpx.Re
         ("/v1beta/models/gemini%2F..%2F..%2Fx:generateContent", b"{}", 400),
         ("/v1beta/models/http:%2F%2Fevil.example:generateContent", b"{}", 400),
     ],
-    ids=["malformed", "array", "empty", "unknown-method", "dotdot", "slash-in-model", "absolute-url"],
+    ids=[
+        "malformed",
+        "array",
+        "empty",
+        "unknown-method",
+        "dotdot",
+        "slash-in-model",
+        "absolute-url",
+    ],
 )
 def test_bad_input_is_a_gemini_4xx_and_never_forwarded(
     proxy: RunningProxy, path: str, body: bytes, status: int
@@ -265,14 +311,20 @@ def test_bad_input_is_a_gemini_4xx_and_never_forwarded(
     assert proxy.fake.requests == []
 
 
-def test_body_over_the_limit_is_413(start_proxy: Callable[..., RunningProxy], sqlite_url: str) -> None:
+def test_body_over_the_limit_is_413(
+    start_proxy: Callable[..., RunningProxy], sqlite_url: str
+) -> None:
     p = start_proxy(sqlite_url, max_body_bytes=1000)
-    r = _post(p, "/v1beta/models/gemini-2.5-flash:generateContent", orjson.dumps({"contents": "x" * 2000}))
+    r = _post(
+        p, "/v1beta/models/gemini-2.5-flash:generateContent", orjson.dumps({"contents": "x" * 2000})
+    )
     assert r.status_code == 413
     assert r.json()["error"]["code"] == 413
 
 
-def test_upstream_unreachable_is_502(start_proxy: Callable[..., RunningProxy], sqlite_url: str) -> None:
+def test_upstream_unreachable_is_502(
+    start_proxy: Callable[..., RunningProxy], sqlite_url: str
+) -> None:
     p = start_proxy(sqlite_url, upstream_url="http://127.0.0.1:9", upstream_retries=0)
     r = _post(p, "/v1beta/models/gemini-2.5-flash:generateContent", b"{}")
     assert r.status_code == 502
@@ -307,6 +359,8 @@ def test_upstream_key_never_in_replies(proxy: RunningProxy) -> None:
         ("GET", "/readyz", b""),
     ]
     for method, path, body in paths:
-        r = httpx.request(method, f"{proxy.url}{path}", headers={"x-goog-api-key": proxy.key}, content=body)
+        r = httpx.request(
+            method, f"{proxy.url}{path}", headers={"x-goog-api-key": proxy.key}, content=body
+        )
         assert UPSTREAM_KEY not in r.text
         assert all(UPSTREAM_KEY not in v for v in r.headers.values())

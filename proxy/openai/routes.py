@@ -142,17 +142,19 @@ async def embeddings(request: Request) -> Response:
     )
     tokens = estimate_tokens(call.inputs)
     meter.estimate(Usage.estimate(tokens))
-    reply = await send_metered(
-        svc, meter, "POST", f"/v1beta/models/{model}:batchEmbedContents",
-        content=orjson.dumps(call.request), headers=_JSON,
-    )  # fmt: skip
-    if reply.status_code != 200:
-        meter.close(reply.status_code, error_class=f"upstream_{reply.status_code}")
-        return _upstream_error(reply, reply.content)
+    # Gemini takes at most 100 texts a batch; more become several upstream calls, one row.
+    vectors: list[Any] = []
+    for batch in call.batches():
+        reply = await send_metered(
+            svc, meter, "POST", f"/v1beta/models/{model}:batchEmbedContents",
+            content=orjson.dumps(batch), headers=_JSON,
+        )  # fmt: skip
+        if reply.status_code != 200:
+            meter.close(reply.status_code, error_class=f"upstream_{reply.status_code}")
+            return _upstream_error(reply, reply.content)
+        vectors.extend((parse_event(reply.content) or {}).get("embeddings") or [])
     result = meter.close(200)
-    body = gemini_embeddings_to_openai(
-        parse_event(reply.content) or {}, call, prompt_tokens=tokens
-    )
+    body = gemini_embeddings_to_openai({"embeddings": vectors}, call, prompt_tokens=tokens)
     return _json(body, headers=_cost_headers(result))
 
 

@@ -1,0 +1,324 @@
+"""The OpenAI-compatible API end to end: the official openai SDK against a running proxy."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletion
+
+from tests.conftest import RunningProxy
+from tests.fakes.gemini import (
+    ErrorReply,
+    JsonReply,
+    StreamReply,
+    fixture,
+    stream_events,
+    text_reply,
+    usage_metadata,
+)
+
+MODEL = "gemini-2.5-flash"
+
+
+def client(proxy: RunningProxy, **kw: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0, **kw)
+
+
+def aclient(proxy: RunningProxy) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0)
+
+
+def test_plain_chat(proxy: RunningProxy) -> None:
+    reply = client(proxy).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is a proxy?"}]
+    )
+    assert isinstance(reply, ChatCompletion)
+    assert reply.choices[0].message.content == fixture("generate_text")["candidates"][0]["content"]["parts"][0]["text"]
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.model == MODEL and reply.id.startswith("chatcmpl-")
+    u = reply.usage
+    assert u is not None
+    assert (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (12, 17 + 423, 452)
+    assert u.completion_tokens_details is not None and u.completion_tokens_details.reasoning_tokens == 423
+    [up] = proxy.fake.calls("generateContent")
+    assert up.path == f"/v1beta/models/{MODEL}:generateContent"
+    assert up.json()["contents"] == [{"role": "user", "parts": [{"text": "What is a proxy?"}]}]
+
+
+def test_multi_turn_with_system_prompt(proxy: RunningProxy) -> None:
+    client(proxy).chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Bye"},
+        ],
+        temperature=0.2,
+        max_tokens=50,
+        stop=["\n\n"],
+    )
+    body = proxy.fake.calls("generateContent")[0].json()
+    assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert [c["role"] for c in body["contents"]] == ["user", "model", "user"]
+    cfg = body["generationConfig"]
+    assert (cfg["temperature"], cfg["maxOutputTokens"], cfg["stopSequences"]) == (0.2, 50, ["\n\n"])
+
+
+def _two_calls_reply() -> dict[str, Any]:
+    reply = fixture("generate_function_call")
+    parts = reply["candidates"][0]["content"]["parts"]
+    parts.append({"functionCall": {"name": "get_time", "args": {"tz": "Asia/Ho_Chi_Minh"}}})
+    return dict(reply)
+
+
+def test_parallel_tool_calls_round_trip_keep_the_thought_signature(proxy: RunningProxy) -> None:
+    tools: Any = [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": {}}}}
+        for n in ("get_weather", "get_time")
+    ]
+    proxy.fake.enqueue(JsonReply(_two_calls_reply()))
+    c = client(proxy)
+    first = c.chat.completions.create(
+        model="gemini-3-pro-preview", messages=[{"role": "user", "content": "Weather and time?"}],
+        tools=tools, tool_choice="auto",
+    )  # fmt: skip
+    calls = first.choices[0].message.tool_calls
+    assert calls is not None and len(calls) == 2
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert [tc.function.name for tc in calls] == ["get_weather", "get_time"]  # type: ignore[union-attr]
+    assert calls[0].function.arguments and '"Hanoi"' in calls[0].function.arguments  # type: ignore[union-attr]
+    # The app rebuilds the assistant turn from id/name/arguments only, as most apps do.
+    c.chat.completions.create(
+        model="gemini-3-pro-preview",
+        messages=[
+            {"role": "user", "content": "Weather and time?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": tc.id, "type": "function",
+                 "function": {"name": tc.function.name, "arguments": tc.function.arguments}}  # type: ignore[union-attr]
+                for tc in calls
+            ]},
+            {"role": "tool", "tool_call_id": calls[0].id, "content": '{"temp": 31}'},
+            {"role": "tool", "tool_call_id": calls[1].id, "content": "09:00"},
+        ],
+        tools=tools,
+    )  # fmt: skip
+    body = proxy.fake.calls("generateContent")[1].json()
+    model_turn, tool_turn = body["contents"][1], body["contents"][2]
+    assert model_turn["role"] == "model"
+    sig = fixture("generate_function_call")["candidates"][0]["content"]["parts"][0]["thoughtSignature"]
+    assert model_turn["parts"][0]["thoughtSignature"] == sig
+    assert model_turn["parts"][0]["functionCall"]["args"] == {"city": "Hanoi", "unit": "celsius"}
+    names = [p["functionResponse"]["name"] for p in tool_turn["parts"]]
+    assert names == ["get_weather", "get_time"]
+    assert tool_turn["parts"][0]["functionResponse"]["response"] == {"temp": 31}
+
+
+def test_json_schema_and_image_input(proxy: RunningProxy) -> None:
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+    client(proxy).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Describe"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+        ]}],
+        response_format={"type": "json_schema", "json_schema": {"name": "d", "schema": {
+            "type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"],
+        }}},
+    )  # fmt: skip
+    body = proxy.fake.calls("generateContent")[0].json()
+    assert body["contents"][0]["parts"][1] == {"inlineData": {"mimeType": "image/png", "data": png}}
+    cfg = body["generationConfig"]
+    assert cfg["responseMimeType"] == "application/json"
+    schema = cfg.get("responseJsonSchema") or cfg.get("responseSchema")
+    assert schema["properties"] == {"label": {"type": "string"}}
+
+
+def test_stream_with_include_usage(proxy: RunningProxy) -> None:
+    proxy.fake.enqueue(StreamReply(stream_events(["Hel", "lo"], usage_metadata(9, 2, thoughts=5))))
+    chunks = list(
+        client(proxy).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    usage_chunks = [c for c in chunks if c.usage is not None]
+    assert len(usage_chunks) == 1 and usage_chunks[0].choices == [] and chunks[-1] is usage_chunks[0]
+    u = usage_chunks[0].usage
+    assert u is not None and (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (9, 7, 16)
+    [up] = proxy.fake.calls("streamGenerateContent")
+    assert up.query == {"alt": "sse"}
+
+
+async def test_async_stream_delivers_first_delta_before_upstream_finishes(proxy: RunningProxy) -> None:
+    proxy.fake.enqueue(StreamReply(stream_events(["first", " second"], usage_metadata(3, 2)), hold_after=1))
+    stream = await aclient(proxy).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    seen = ""
+    async for chunk in stream:
+        seen += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        if seen == "first":
+            assert not proxy.fake.stream_done.is_set()
+            proxy.fake.release()
+    assert seen == "first second"
+
+
+async def test_async_non_stream(proxy: RunningProxy) -> None:
+    reply = await aclient(proxy).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_embeddings(proxy: RunningProxy, encoding: str) -> None:
+    r = client(proxy).embeddings.create(
+        model="gemini-embedding-001", input=["a" * 40, "b" * 8], encoding_format=encoding  # type: ignore[arg-type]
+    )
+    assert [d.index for d in r.data] == [0, 1]
+    expected = fixture("batch_embed_contents")["embeddings"]
+    vector: Any = r.data[0].embedding
+    if encoding == "base64":  # asked for explicitly, the SDK hands back the raw string
+        raw = base64.b64decode(vector)
+        vector = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    assert vector == pytest.approx(expected[0]["values"], rel=1e-6)
+    assert r.usage.prompt_tokens == 12  # estimated: 48 characters / 4
+    [row] = proxy.rows()
+    assert row["estimated"] is True and row["prompt_tokens"] == 12 and row["route"] == "openai"
+
+
+def test_embeddings_token_arrays_are_a_clear_400(proxy: RunningProxy) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client(proxy).embeddings.create(model="gemini-embedding-001", input=[[1, 2, 3]])
+    assert err.value.body["param"] == "input"  # type: ignore[index]
+
+
+def test_models(proxy: RunningProxy) -> None:
+    c = client(proxy)
+    ids = [m.id for m in c.models.list()]
+    assert "gemini-2.5-flash" in ids and "gemini-3-pro-preview" in ids  # every upstream page
+    assert c.models.retrieve("gemini-2.5-pro").id == "gemini-2.5-pro"
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_bad_key_is_authentication_error(proxy: RunningProxy) -> None:
+    bad = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="gm-nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as err:
+        bad.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert err.value.body["code"] == "invalid_api_key"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("reply", "exc", "kind"),
+    [
+        (ErrorReply("error_429"), openai.RateLimitError, "rate_limit_error"),
+        (ErrorReply(503), openai.InternalServerError, "api_error"),
+        (ErrorReply("error_400"), openai.BadRequestError, "invalid_request_error"),
+        (ErrorReply(404), openai.NotFoundError, "not_found_error"),
+        (ErrorReply("error_bad_key"), openai.InternalServerError, "api_error"),
+    ],
+    ids=["429", "503", "400", "404", "upstream-key-rejected"],
+)
+def test_upstream_errors_map_to_openai_classes(
+    proxy: RunningProxy, reply: ErrorReply, exc: type[Exception], kind: str
+) -> None:
+    proxy.fake.enqueue(reply, reply, reply)  # survive the proxy's own retries
+    with pytest.raises(exc) as err:
+        client(proxy).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    body = err.value.body  # type: ignore[attr-defined]
+    assert body["type"] == kind
+    assert "AIza" not in str(body)
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({"model": MODEL, "messages": "hi"}, "messages"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "logit_bias": {"1": 2}}, "logit_bias"),
+        ({"model": "../../etc", "messages": [{"role": "user", "content": "x"}]}, None),
+    ],
+    ids=["messages-type", "temperature-type", "no-model", "unsupported", "model-path"],
+)
+def test_invalid_requests_are_400_naming_the_parameter(
+    proxy: RunningProxy, payload: dict[str, Any], param: str | None
+) -> None:
+    r = httpx.post(
+        f"{proxy.url}/v1/chat/completions", json=payload, headers={"authorization": f"Bearer {proxy.key}"}
+    )
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["message"]
+    if param:
+        assert err["param"] == param
+    assert proxy.fake.requests == []
+
+
+def test_malformed_json_is_openai_400(proxy: RunningProxy) -> None:
+    r = httpx.post(
+        f"{proxy.url}/v1/chat/completions", content=b"{oops",
+        headers={"authorization": f"Bearer {proxy.key}", "content-type": "application/json"},
+    )  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_mid_stream_upstream_error_reaches_the_sdk(proxy: RunningProxy) -> None:
+    proxy.fake.enqueue(StreamReply([fixture("stream_error_midway.sse")]))
+    with pytest.raises(openai.APIError):
+        for _ in client(proxy).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+        ):
+            pass
+    [row] = proxy.rows()
+    assert row["error_class"] == "upstream_stream_error" and row["prompt_tokens"] == 12
+
+
+# -- metering ----------------------------------------------------------------------------------
+
+
+def test_openai_and_native_calls_meter_identically(proxy: RunningProxy) -> None:
+    usage = usage_metadata(321, 45, thoughts=67, cached=100)
+    proxy.fake.enqueue(text_reply("x", usage), text_reply("x", usage))
+    oa = client(proxy).chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}]
+    )
+    native = httpx.post(
+        f"{proxy.url}/v1beta/models/{MODEL}:generateContent",
+        headers={"x-goog-api-key": proxy.key}, json={"contents": [{"parts": [{"text": "hi"}]}]},
+    )  # fmt: skip
+    rows = proxy.rows(2)
+    by_route = {r["route"]: r for r in rows}
+    kinds = ("prompt_tokens", "cached_tokens", "output_tokens", "thinking_tokens", "total_tokens", "cost_usd")
+    assert {k: by_route["openai"][k] for k in kinds} == {k: by_route["native"][k] for k in kinds}
+    assert by_route["openai"]["prompt_tokens"] == 321 and by_route["openai"]["cached_tokens"] == 100
+    cost = oa.headers["x-gemini-meter-cost-usd"]
+    assert cost == native.headers["x-gemini-meter-cost-usd"] != ""
+    parsed = oa.parse()
+    assert parsed.usage is not None and parsed.usage.prompt_tokens_details is not None
+    assert parsed.usage.prompt_tokens_details.cached_tokens == 100
+    assert parsed.usage.model_extra is not None
+    assert Decimal(str(parsed.usage.model_extra["cost"])) == Decimal(cost)
+
+
+def test_user_is_recorded_as_end_user(proxy: RunningProxy) -> None:
+    client(proxy).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], user="alice@example.com"
+    )
+    [row] = proxy.rows()
+    assert row["end_user"] == "alice@example.com"
+    assert "alice" not in proxy.fake.calls("generateContent")[0].body.decode()
