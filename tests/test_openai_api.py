@@ -39,13 +39,19 @@ def test_plain_chat(proxy: RunningProxy) -> None:
         model=MODEL, messages=[{"role": "user", "content": "What is a proxy?"}]
     )
     assert isinstance(reply, ChatCompletion)
-    assert reply.choices[0].message.content == fixture("generate_text")["candidates"][0]["content"]["parts"][0]["text"]
+    assert (
+        reply.choices[0].message.content
+        == fixture("generate_text")["candidates"][0]["content"]["parts"][0]["text"]
+    )
     assert reply.choices[0].finish_reason == "stop"
     assert reply.model == MODEL and reply.id.startswith("chatcmpl-")
     u = reply.usage
     assert u is not None
     assert (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (12, 17 + 423, 452)
-    assert u.completion_tokens_details is not None and u.completion_tokens_details.reasoning_tokens == 423
+    assert (
+        u.completion_tokens_details is not None
+        and u.completion_tokens_details.reasoning_tokens == 423
+    )
     [up] = proxy.fake.calls("generateContent")
     assert up.path == f"/v1beta/models/{MODEL}:generateContent"
     assert up.json()["contents"] == [{"role": "user", "parts": [{"text": "What is a proxy?"}]}]
@@ -80,7 +86,10 @@ def _two_calls_reply() -> dict[str, Any]:
 
 def test_parallel_tool_calls_round_trip_keep_the_thought_signature(proxy: RunningProxy) -> None:
     tools: Any = [
-        {"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": {}}}}
+        {
+            "type": "function",
+            "function": {"name": n, "parameters": {"type": "object", "properties": {}}},
+        }
         for n in ("get_weather", "get_time")
     ]
     proxy.fake.enqueue(JsonReply(_two_calls_reply()))
@@ -112,7 +121,9 @@ def test_parallel_tool_calls_round_trip_keep_the_thought_signature(proxy: Runnin
     body = proxy.fake.calls("generateContent")[1].json()
     model_turn, tool_turn = body["contents"][1], body["contents"][2]
     assert model_turn["role"] == "model"
-    sig = fixture("generate_function_call")["candidates"][0]["content"]["parts"][0]["thoughtSignature"]
+    sig = fixture("generate_function_call")["candidates"][0]["content"]["parts"][0][
+        "thoughtSignature"
+    ]
     assert model_turn["parts"][0]["thoughtSignature"] == sig
     assert model_turn["parts"][0]["functionCall"]["args"] == {"city": "Hanoi", "unit": "celsius"}
     names = [p["functionResponse"]["name"] for p in tool_turn["parts"]]
@@ -151,18 +162,26 @@ def test_stream_with_include_usage(proxy: RunningProxy) -> None:
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hello"
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes == ["stop"]
     usage_chunks = [c for c in chunks if c.usage is not None]
-    assert len(usage_chunks) == 1 and usage_chunks[0].choices == [] and chunks[-1] is usage_chunks[0]
+    assert (
+        len(usage_chunks) == 1 and usage_chunks[0].choices == [] and chunks[-1] is usage_chunks[0]
+    )
     u = usage_chunks[0].usage
     assert u is not None and (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (9, 7, 16)
     [up] = proxy.fake.calls("streamGenerateContent")
     assert up.query == {"alt": "sse"}
 
 
-async def test_async_stream_delivers_first_delta_before_upstream_finishes(proxy: RunningProxy) -> None:
-    proxy.fake.enqueue(StreamReply(stream_events(["first", " second"], usage_metadata(3, 2)), hold_after=1))
+async def test_async_stream_delivers_first_delta_before_upstream_finishes(
+    proxy: RunningProxy,
+) -> None:
+    proxy.fake.enqueue(
+        StreamReply(stream_events(["first", " second"], usage_metadata(3, 2)), hold_after=1)
+    )
     stream = await aclient(proxy).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
     )
@@ -185,7 +204,9 @@ async def test_async_non_stream(proxy: RunningProxy) -> None:
 @pytest.mark.parametrize("encoding", ["float", "base64"])
 def test_embeddings(proxy: RunningProxy, encoding: str) -> None:
     r = client(proxy).embeddings.create(
-        model="gemini-embedding-001", input=["a" * 40, "b" * 8], encoding_format=encoding  # type: ignore[arg-type]
+        model="gemini-embedding-001",
+        input=["a" * 40, "b" * 8],
+        encoding_format=encoding,  # type: ignore[arg-type]
     )
     assert [d.index for d in r.data] == [0, 1]
     expected = fixture("batch_embed_contents")["embeddings"]
@@ -238,7 +259,9 @@ def test_upstream_errors_map_to_openai_classes(
 ) -> None:
     proxy.fake.enqueue(reply, reply, reply)  # survive the proxy's own retries
     with pytest.raises(exc) as err:
-        client(proxy).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        client(proxy).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}]
+        )
     body = err.value.body  # type: ignore[attr-defined]
     assert body["type"] == kind
     assert "AIza" not in str(body)
@@ -248,9 +271,19 @@ def test_upstream_errors_map_to_openai_classes(
     ("payload", "param"),
     [
         ({"model": MODEL, "messages": "hi"}, "messages"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+            "temperature",
+        ),
         ({"messages": [{"role": "user", "content": "x"}]}, "model"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "logit_bias": {"1": 2}}, "logit_bias"),
+        (
+            {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "x"}],
+                "logit_bias": {"1": 2},
+            },
+            "logit_bias",
+        ),
         ({"model": "../../etc", "messages": [{"role": "user", "content": "x"}]}, None),
     ],
     ids=["messages-type", "temperature-type", "no-model", "unsupported", "model-path"],
@@ -259,7 +292,9 @@ def test_invalid_requests_are_400_naming_the_parameter(
     proxy: RunningProxy, payload: dict[str, Any], param: str | None
 ) -> None:
     r = httpx.post(
-        f"{proxy.url}/v1/chat/completions", json=payload, headers={"authorization": f"Bearer {proxy.key}"}
+        f"{proxy.url}/v1/chat/completions",
+        json=payload,
+        headers={"authorization": f"Bearer {proxy.key}"},
     )
     assert r.status_code == 400, r.text
     err = r.json()["error"]
@@ -294,16 +329,24 @@ def test_mid_stream_upstream_error_reaches_the_sdk(proxy: RunningProxy) -> None:
 def test_openai_and_native_calls_meter_identically(proxy: RunningProxy) -> None:
     usage = usage_metadata(321, 45, thoughts=67, cached=100)
     proxy.fake.enqueue(text_reply("x", usage), text_reply("x", usage))
+    # gemini-2.0-flash: a model whose price list has a cached-input rate
     oa = client(proxy).chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "hi"}]
+        model="gemini-2.0-flash", messages=[{"role": "user", "content": "hi"}]
     )
     native = httpx.post(
-        f"{proxy.url}/v1beta/models/{MODEL}:generateContent",
+        f"{proxy.url}/v1beta/models/gemini-2.0-flash:generateContent",
         headers={"x-goog-api-key": proxy.key}, json={"contents": [{"parts": [{"text": "hi"}]}]},
     )  # fmt: skip
     rows = proxy.rows(2)
     by_route = {r["route"]: r for r in rows}
-    kinds = ("prompt_tokens", "cached_tokens", "output_tokens", "thinking_tokens", "total_tokens", "cost_usd")
+    kinds = (
+        "prompt_tokens",
+        "cached_tokens",
+        "output_tokens",
+        "thinking_tokens",
+        "total_tokens",
+        "cost_usd",
+    )
     assert {k: by_route["openai"][k] for k in kinds} == {k: by_route["native"][k] for k in kinds}
     assert by_route["openai"]["prompt_tokens"] == 321 and by_route["openai"]["cached_tokens"] == 100
     cost = oa.headers["x-gemini-meter-cost-usd"]

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..errors import ProxyError
 from ..forwarding import COST_HEADER, authenticate, read_whole, send_metered, stream_closer
 from ..httputil import parse_json_object, read_body
 from ..metering.call import CallMeter, MeterResult
@@ -39,9 +40,11 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _model_id(model: str) -> str:
-    model = normalize_model(model)
+    # Check the id as given (less an optional "models/"), before any normalising could hide
+    # a path trick such as "../../x".
+    model = model.strip().removeprefix("models/")
     check_model_id(model)
-    return model
+    return normalize_model(model)
 
 
 def _upstream_error(reply: httpx.Response, content: bytes) -> Response:
@@ -144,7 +147,7 @@ async def embeddings(request: Request) -> Response:
     meter.estimate(Usage.estimate(tokens))
     # Gemini takes at most 100 texts a batch; more become several upstream calls, one row.
     vectors: list[Any] = []
-    for batch in call.batches():
+    for batch in call.batches(model=model):
         reply = await send_metered(
             svc, meter, "POST", f"/v1beta/models/{model}:batchEmbedContents",
             content=orjson.dumps(batch), headers=_JSON,
@@ -153,8 +156,12 @@ async def embeddings(request: Request) -> Response:
             meter.close(reply.status_code, error_class=f"upstream_{reply.status_code}")
             return _upstream_error(reply, reply.content)
         vectors.extend((parse_event(reply.content) or {}).get("embeddings") or [])
+    try:
+        body = gemini_embeddings_to_openai({"embeddings": vectors}, call, prompt_tokens=tokens)
+    except ProxyError as exc:  # a malformed upstream reply: metered as what the client got
+        meter.close(exc.status_code, error_class="upstream_malformed_reply")
+        raise
     result = meter.close(200)
-    body = gemini_embeddings_to_openai({"embeddings": vectors}, call, prompt_tokens=tokens)
     return _json(body, headers=_cost_headers(result))
 
 
