@@ -588,3 +588,22 @@ def test_bad_override_file_is_refused(tmp_path: Path, text: str, message: str) -
 
 def test_package_data_files_are_the_price_lists() -> None:
     assert sorted(p.stem for p in DATA.glob("*.yaml")) == ["gemini-api", "vertex-ai"]
+
+
+def test_the_documented_override_example_loads(tmp_path: Path) -> None:
+    """docs/pricing.md's override example is a working file."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "pricing.md").read_text("utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, flags=re.DOTALL)
+    assert len(blocks) == 1
+    path = tmp_path / "prices.yaml"
+    path.write_text(blocks[0], encoding="utf-8")
+    catalog = Catalog.load(overrides=path)
+    lite = catalog.resolve("gemini-flash-lite-latest", at=datetime(2026, 2, 1, tzinfo=UTC))
+    assert lite is not None and lite.price_version == "override+discount=0.10"
+    assert catalog.max_output_tokens("gemini-2.5-flash-lite") == 65536
+    flash = catalog.resolve("gemini-2.0-flash", at=datetime(2026, 3, 1, tzinfo=UTC))
+    assert flash is not None and flash.price_version == "contract-2026+discount=0.10"
+    pro = catalog.resolve("gemini-1.5-pro", at=datetime(2025, 6, 1, tzinfo=UTC))
+    assert pro is not None and pro.discount == Decimal("0.25")
+    gemma = catalog.resolve("gemma-3-27b-it")
+    assert gemma is not None and gemma.rates["input"].usd == 0

@@ -1,0 +1,298 @@
+"""The cost engine: the USD cost of one call from its usage and its model's price.
+
+Pure functions over plain data, Decimal throughout. A rate the call needs but the price lacks
+raises :class:`MissingRate`; a count the price cannot turn into money (a per-image rate for image
+tokens, a prompt whose modalities are priced apart but not counted apart) raises
+:class:`UnmeterableUsage`. Neither ever becomes $0. The rules, with worked examples, are in
+docs/pricing.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+
+from ..metering.usage import Usage
+from .catalog import Catalog
+from .prices import ALL_MODALITIES, ModelPrice, Rate
+from .schema import TOKEN_UNITS
+
+__all__ = [
+    "USD_PLACES",
+    "Cost",
+    "CostLine",
+    "MissingRate",
+    "PricedCall",
+    "PricingError",
+    "UnmeterableUsage",
+    "compute_cost",
+    "price_call",
+]
+
+USD_PLACES = 10  # the ledger's NUMERIC(20, 10)
+_QUANTUM = Decimal(1).scaleb(-USD_PLACES)
+_MILLION = Decimal(1_000_000)
+_THOUSAND = Decimal(1000)
+
+
+class PricingError(Exception):
+    """The call cannot be priced; the message says why. Never read as a cost of $0."""
+
+    def __init__(self, message: str, *, model: str, price_list: str) -> None:
+        super().__init__(f"{model} ({price_list}): {message}")
+        self.model = model
+        self.price_list = price_list
+
+
+class MissingRate(PricingError):
+    """The call used something (audio, cache, batch, long context...) the price has no rate for."""
+
+
+class UnmeterableUsage(PricingError):
+    """The rate exists but not in a unit usageMetadata counts (images, seconds, modalities)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CostLine:
+    """One priced part of a call: ``usd = tokens * rate_per_million / 1,000,000``, exactly."""
+
+    kind: str
+    tokens: int
+    rate_per_million: Decimal
+    usd: Decimal
+    source: str
+    basis: str = ""  # which tier and, for derived rates, how the rate was derived
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    usd: Decimal  # sum of the lines, rounded half up to USD_PLACES decimals
+    price_list: str
+    price_version: str
+    model: str  # catalog entry id
+    lines: tuple[CostLine, ...]
+    long_context: bool
+    batch: bool = False
+    long_context_threshold: int | None = None
+    prompt_tokens: int = 0  # the count compared with the threshold
+    approximate: bool = False  # derived from per-character rates, see the price's approximation
+
+
+@dataclass(frozen=True, slots=True)
+class PricedCall:
+    """What the meter records. ``cost`` is None exactly when ``priced`` is False."""
+
+    cost: Decimal | None
+    priced: bool
+    price_list: str | None
+    price_version: str | None
+    detail: Cost | None
+    model: str | None = None  # catalog entry id, when the model is known
+    reason: str | None = None  # why it is $0 (not billed) or unpriced
+
+
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """Usage cut into disjoint parts, each billed at one rate."""
+
+    fresh_other: int  # prompt tokens not from the cache, not audio
+    fresh_audio: int
+    cached_other: int
+    cached_audio: int
+    tool_use: int
+    output_text: int
+    output_image: int
+    output_audio: int
+    thinking: int
+
+
+def _split(u: Usage) -> _Counts:
+    # cached is part of prompt, audio part of prompt, cached audio part of both; images and audio
+    # part of the candidates. Clamp so inconsistent counts can never bill a negative amount.
+    prompt = u.prompt_tokens
+    audio = min(u.prompt_audio_tokens, prompt)
+    cached = min(u.cached_tokens, prompt)
+    cached_audio = min(u.cached_audio_tokens, cached, audio)
+    cached_other = min(cached - cached_audio, prompt - audio)
+    # Whatever the cache holds beyond the non-audio prompt must be audio (details may be absent).
+    cached_audio = cached - cached_other
+    out_image = min(u.output_image_tokens, u.output_tokens)
+    out_audio = min(u.output_audio_tokens, u.output_tokens - out_image)
+    return _Counts(
+        fresh_other=prompt - audio - cached_other,
+        fresh_audio=audio - cached_audio,
+        cached_other=cached_other,
+        cached_audio=cached_audio,
+        tool_use=u.tool_use_prompt_tokens,
+        output_text=u.output_tokens - out_image - out_audio,
+        output_image=out_image,
+        output_audio=out_audio,
+        thinking=u.thinking_tokens,
+    )
+
+
+class _Pricer:
+    """Builds the lines of one call; holds the tier so each line is priced the same way."""
+
+    def __init__(self, price: ModelPrice, *, long: bool, batch: bool) -> None:
+        self.price = price
+        self.long = long
+        self.batch = batch
+        self.lines: list[CostLine] = []
+
+    def fail(self, cls: type[PricingError], message: str) -> PricingError:
+        return cls(message, model=self.price.id, price_list=self.price.price_list)
+
+    def rate(self, kind: str, modalities: frozenset[str] = frozenset()) -> Rate:
+        rate = self.price.rates.get(kind)
+        if rate is None:
+            raise self.fail(MissingRate, f"no {kind} rate")
+        uncovered = modalities - (rate.covers or ALL_MODALITIES)
+        if uncovered:
+            raise self.fail(
+                UnmeterableUsage,
+                f"the {kind} rate covers {', '.join(sorted(rate.covers or ()))} only; "
+                f"{', '.join(sorted(uncovered))} tokens have other rates and usageMetadata "
+                "does not count them apart",
+            )
+        return rate
+
+    def audio_rate(self, kind: str) -> Rate:
+        own = self.price.rates.get(f"{kind}_audio")
+        if own is not None and own.unit in TOKEN_UNITS:
+            return own
+        base = self.price.rates.get(kind)
+        if base is not None and "audio" in (base.covers or ALL_MODALITIES):
+            return base
+        if own is not None:  # per-second only: per_million explains it cannot be used
+            return own
+        why = f"the {kind} rate excludes audio" if base is not None else f"no {kind} rate either"
+        raise self.fail(MissingRate, f"no {kind}_audio rate, and {why}")
+
+    def add(self, label: str, tokens: int, rate: Rate, *, cached: bool = False) -> None:
+        per_million, basis = self.per_million(rate, cached=cached)
+        usd = tokens * per_million / _MILLION
+        self.lines.append(CostLine(label, tokens, per_million, usd, rate.source, basis))
+
+    def per_million(self, rate: Rate, *, cached: bool) -> tuple[Decimal, str]:
+        long, batch, p = self.long, self.batch, self.price
+        tier = "long context" if long else "standard"
+        value = rate.long if long else rate.usd
+        if batch:
+            batch_value = rate.batch_long if long else rate.batch
+            if batch_value is not None:
+                value, tier = batch_value, f"batch, {tier}"
+            elif value is not None and p.batch_discount is not None:
+                value = value * (1 - p.batch_discount)
+                base = rate.long if long else rate.usd
+                tier = f"batch, {tier}: {base} x (1 - {p.batch_discount}) = {value}"
+            elif cached:
+                # The seeds give cached and batch prices in separate columns, never combined: a
+                # cache hit in a batch call keeps the (already lower) cached rate.
+                tier = f"{tier} cached rate (no batch cached rate)"
+            else:
+                raise self.fail(MissingRate, f"no batch rate for {rate.kind}")
+        if value is None:
+            raise self.fail(MissingRate, f"no long-context rate for {rate.kind}")
+        if rate.unit == "1M tokens":
+            return value, tier
+        if rate.unit == "1k tokens":
+            return value * _THOUSAND, f"{tier}: {value} $/1k tokens x 1000"
+        if rate.unit == "1k chars" and p.chars_per_token is not None:
+            derived = value * p.chars_per_token * _THOUSAND
+            return derived, f"{tier}: {value} $/1k chars x {p.chars_per_token} chars/token x 1000"
+        raise self.fail(
+            UnmeterableUsage,
+            f"{rate.kind} is priced per {rate.unit}; usageMetadata counts tokens",
+        )
+
+
+def compute_cost(usage: Usage, price: ModelPrice, *, batch: bool = False) -> Cost:
+    """The cost of one billed (HTTP 200) call. Raises a :class:`PricingError` rather than guess."""
+    if price.billing == "media":
+        raise UnmeterableUsage(
+            "priced per image or second of media; usageMetadata has no such count",
+            model=price.id,
+            price_list=price.price_list,
+        )
+    threshold = price.long_context_threshold
+    # promptTokenCount (cached tokens included) is the size of the request's input context.
+    long = threshold is not None and usage.prompt_tokens > threshold
+    n = _split(usage)
+    pr = _Pricer(price, long=long, batch=batch)
+    non_audio = price.input_modalities - {"audio"}
+    with localcontext() as ctx:
+        ctx.prec = 60  # exact: no product of a count and a rate comes near this many digits
+        if n.fresh_other:
+            pr.add("input", n.fresh_other, pr.rate("input", non_audio))
+        if n.fresh_audio:
+            pr.add("input_audio", n.fresh_audio, pr.audio_rate("input"))
+        if n.cached_other:
+            pr.add("cached_input", n.cached_other, pr.rate("cached_input", non_audio), cached=True)
+        if n.cached_audio:
+            pr.add("cached_input_audio", n.cached_audio, pr.audio_rate("cached_input"), cached=True)
+        if n.tool_use:
+            pr.add("tool_use_input", n.tool_use, pr.rate("input", frozenset({"text"})))
+        # A model with a separate thinking price bills all output of a call that thought at it.
+        thinking_rate = price.rates.get("output_thinking") if n.thinking else None
+        if n.output_text:
+            pr.add("output", n.output_text, thinking_rate or pr.rate("output"))
+        if n.thinking:
+            pr.add("thinking", n.thinking, thinking_rate or pr.rate("output"))
+        if n.output_image:
+            pr.add("output_image", n.output_image, pr.rate("output_image"))
+        if n.output_audio:
+            pr.add("output_audio", n.output_audio, pr.rate("output_audio"))
+        lines = pr.lines
+        if price.discount and lines:
+            subtotal = sum((line.usd for line in lines), Decimal(0))
+            lines.append(
+                CostLine(
+                    "discount",
+                    0,
+                    Decimal(0),
+                    -(subtotal * price.discount),
+                    price.discount_source or "override file",
+                    f"{price.discount} of {subtotal}",
+                )
+            )
+        total = sum((line.usd for line in lines), Decimal(0))
+    return Cost(
+        usd=total.quantize(_QUANTUM, rounding=ROUND_HALF_UP),
+        price_list=price.price_list,
+        price_version=price.price_version,
+        model=price.id,
+        lines=tuple(lines),
+        long_context=long,
+        batch=batch,
+        long_context_threshold=threshold,
+        prompt_tokens=usage.prompt_tokens,
+        approximate=price.approximation is not None,
+    )
+
+
+def price_call(
+    catalog: Catalog,
+    model: str,
+    usage: Usage,
+    *,
+    status: int,
+    at: datetime | None,
+    batch: bool = False,
+    price_list: str | None = None,
+) -> PricedCall:
+    """Price one finished call: $0 unless HTTP 200, unpriced (None) when it cannot be priced."""
+    list_name = catalog.info(price_list).name
+    if status != 200:
+        reason = f"HTTP {status}: only HTTP 200 replies are billed"
+        return PricedCall(Decimal(0), True, list_name, None, None, reason=reason)
+    price = catalog.resolve(model, at=at, price_list=list_name)
+    if price is None:
+        reason = f"unknown model {model!r} in price list {list_name!r}"
+        return PricedCall(None, False, list_name, None, None, reason=reason)
+    try:
+        cost = compute_cost(usage, price, batch=batch)
+    except PricingError as exc:
+        return PricedCall(None, False, list_name, price.price_version, None, price.id, str(exc))
+    return PricedCall(cost.usd, True, list_name, cost.price_version, cost, price.id)
