@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from .db.queries import KeyInfo, hash_key, lookup_key
-from .errors import Unauthenticated
+from .errors import ServiceUnavailable, Unauthenticated
 
 __all__ = ["KeyCache", "client_key"]
+
+log = logging.getLogger("gemini_meter.auth")
 
 
 def client_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -51,7 +54,20 @@ class KeyCache:
         digest = hash_key(secret)
         now = time.monotonic()
         hit = self._cache.get(digest)
-        info = hit[1] if hit is not None and hit[0] > now else await self._load(digest, now)
+        if hit is not None and hit[0] > now:
+            info = hit[1]
+        else:
+            try:
+                info = await self._load(digest, now)
+            except Exception as exc:
+                # Database down: keep serving what we knew (stale-if-error), so an outage
+                # costs metering nothing (the ledger spools) and known tenants keep working.
+                if hit is None:
+                    log.error("key lookup failed and nothing cached: %s", type(exc).__name__)
+                    raise ServiceUnavailable(
+                        "The proxy cannot check API keys right now; retry shortly."
+                    ) from None
+                info = hit[1]
         # The hash index found the row; compare in constant time anyway, so no timing path
         # depends on how much of a guessed key matched.
         if info is None or not hmac.compare_digest(info.key_hash, digest) or not info.active:

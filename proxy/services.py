@@ -13,6 +13,7 @@ from .auth import KeyCache
 from .db.engine import make_engine, make_sessionmaker
 from .metering.call import Metering
 from .metering.ledger import LedgerWriter
+from .metering.spool import Spool
 from .pricing.catalog import Catalog
 from .settings import Settings
 from .upstream import Upstream
@@ -42,6 +43,7 @@ class Services:
             engine,
             batch_size=settings.ledger_batch_size,
             flush_interval=settings.ledger_flush_interval,
+            spool=Spool(settings.spool_dir),
         )
         return cls(
             settings=settings,

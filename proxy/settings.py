@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         default=100_000, description="Most ledger events held in memory awaiting a write."
     )
 
+    spool_dir: Path = Field(
+        default=Path("./spool"),
+        description="Directory of the durable ledger spool used while the database is down.",
+    )
+
     # Auth cache
     key_cache_ttl: float = Field(
         default=1.0,

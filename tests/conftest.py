@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -167,6 +168,7 @@ class RunningProxy:
 
 def proxy_settings(database_url: str, upstream_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
+        "spool_dir": Path(tempfile.mkdtemp(prefix="gm-spool-")),
         "database_url": database_url,
         "upstream_url": upstream_url,
         "gemini_api_key": UPSTREAM_KEY,

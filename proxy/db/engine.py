@@ -28,6 +28,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
+    # Fail fast when the server is gone, so the ledger spools instead of hanging.
+    kwargs.setdefault("connect_args", {"timeout": 5, "command_timeout": 30})
     return create_async_engine(url, **kwargs)
 
 

@@ -16,7 +16,8 @@ from .. import metrics
 from ..db.queries import KeyInfo
 from ..pricing.catalog import Catalog, normalize_model
 from ..pricing.cost import price_call
-from .ledger import LedgerEvent, LedgerWriter
+from .ledger import LedgerWriter
+from .ledger_event import LedgerEvent
 from .usage import Usage
 
 __all__ = ["CallMeter", "MeterResult", "Metering"]

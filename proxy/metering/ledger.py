@@ -1,8 +1,10 @@
-"""The ledger: one event per metered call, queued in memory and written in batches.
+"""The ledger writer: events queued in memory, written in batches, spooled when the DB is down.
 
-Requests only append to an in-memory queue (no await, no I/O); one background task writes
-batches in single transactions. A failed batch stays at the head of the queue and is retried
-with backoff, and ids make the insert idempotent, so a retry never doubles a row.
+Requests only append to an in-memory queue (no await, no I/O). One background task writes
+batches, each in one transaction. When a write fails the batch goes to a durable local spool
+(see spool.py) and the writer backs off; spooled batches are replayed once the database answers
+again, at start-up too. Event ids make every insert idempotent, so a retry or a replay never
+doubles a row.
 """
 
 from __future__ import annotations
@@ -11,63 +13,19 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import metrics
 from ..db.queries import insert_usage_events, touch_keys
+from .ledger_event import LedgerEvent
+from .spool import Spool
 
 __all__ = ["LedgerEvent", "LedgerWriter"]
 
 log = logging.getLogger("gemini_meter.ledger")
-
-
-def new_event_id() -> str:
-    return uuid.uuid4().hex
-
-
-@dataclass(slots=True)
-class LedgerEvent:
-    tenant_id: int
-    key_id: int | None
-    model: str
-    operation: str
-    route: str
-    streamed: bool
-    status: int
-    latency_ms: float
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    thinking_tokens: int = 0
-    tool_use_prompt_tokens: int = 0
-    audio_prompt_tokens: int = 0
-    cached_audio_tokens: int = 0
-    output_image_tokens: int = 0
-    output_audio_tokens: int = 0
-    total_tokens: int = 0
-    estimated: bool = False
-    cost_usd: Decimal | None = None
-    priced: bool = False
-    price_list: str | None = None
-    price_version: str | None = None
-    ttfb_ms: float | None = None
-    response_id: str | None = None
-    model_version: str | None = None
-    error_class: str | None = None
-    end_user: str | None = None
-    retries: int = 0
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    id: str = field(default_factory=new_event_id)
-
-    def as_row(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class LedgerWriter:
@@ -78,17 +36,22 @@ class LedgerWriter:
         batch_size: int = 500,
         flush_interval: float = 0.5,
         max_backoff: float = 5.0,
+        spool: Spool | None = None,
     ) -> None:
         self._engine = engine
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_backoff = max_backoff
+        self._spool = spool
         self._queue: deque[LedgerEvent] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._failures = 0
+        self._retry_at = 0.0  # monotonic time before which the database is not tried again
+        self._spooled = 0  # events in the spool, as far as this process knows
         self.written = 0
 
     @property
@@ -108,7 +71,7 @@ class LedgerWriter:
             self._task = asyncio.create_task(self._run(), name="ledger-writer")
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event queued so far is written; False on timeout."""
+        """Wait until every event queued so far is written or spooled; False on timeout."""
         self._wake.set()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
@@ -117,7 +80,7 @@ class LedgerWriter:
         return True
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Write what is queued (up to ``timeout``), then stop the writer."""
+        """Write (or spool) what is queued, then stop the writer."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -128,13 +91,23 @@ class LedgerWriter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
+        if self._queue and self._spool is not None:
+            await self._to_spool(list(self._queue))
+            self._queue.clear()
         if self._queue:
             log.error("ledger stopped with %d events unwritten", len(self._queue))
 
+    # -- the writer task ---------------------------------------------------------------------
+
     async def _run(self) -> None:
-        failures = 0
+        if self._spool is not None:  # batches a previous run left behind
+            await asyncio.to_thread(self._spool.discard_partial)
+            self._spooled = await self.spool_depth()
+            metrics.LEDGER_SPOOL_DEPTH.set(self._spooled)
         while True:
             if not self._queue:
+                if not self._closing:
+                    await self._replay_one()
                 self._idle.set()
                 if self._closing:
                     return
@@ -143,25 +116,85 @@ class LedgerWriter:
                     await asyncio.wait_for(self._wake.wait(), self._flush_interval)
                 continue
             batch = [self._queue[i] for i in range(min(self._batch_size, len(self._queue)))]
+            if await self._write_or_spool(batch):
+                for _ in batch:
+                    self._queue.popleft()
+                metrics.LEDGER_QUEUE_DEPTH.set(len(self._queue))
+            elif not self._closing:
+                await asyncio.sleep(self._backoff())
+
+    async def _write_or_spool(self, batch: list[LedgerEvent]) -> bool:
+        """True once the batch is durable: in the database, or else in the spool."""
+        if time.monotonic() >= self._retry_at:
             try:
                 await self._write(batch)
-            except Exception:  # any database failure: keep the batch, back off, retry
-                failures += 1
-                metrics.LEDGER_WRITE_FAILURES.inc()
-                log.exception("ledger write of %d events failed (attempt %d)", len(batch), failures)
-                if self._closing and failures >= 3:
-                    return
-                await asyncio.sleep(min(self._max_backoff, 0.1 * 2**failures))
-                continue
-            failures = 0
-            for _ in batch:
-                self._queue.popleft()
-            self.written += len(batch)
-            metrics.LEDGER_BATCHES.inc()
-            metrics.LEDGER_QUEUE_DEPTH.set(len(self._queue))
+            except Exception as exc:  # any database failure: spool, back off, retry later
+                self._failed(exc, len(batch))
+            else:
+                self._failures = 0
+                self.written += len(batch)
+                metrics.LEDGER_BATCHES.inc()
+                return True
+        if self._spool is None:
+            return False  # keep it queued; the next attempt comes after the backoff
+        try:
+            await self._to_spool(batch)
+        except OSError:
+            log.exception("ledger spool write failed; %d events stay in memory", len(batch))
+            return False
+        return True
+
+    async def _replay_one(self) -> None:
+        """Replay the oldest spooled batch if the database is thought to be up."""
+        if self._spool is None or time.monotonic() < self._retry_at:
+            return
+        files = await asyncio.to_thread(self._spool.files)
+        if not files:
+            return
+        path = files[0]
+        try:
+            events = await asyncio.to_thread(self._spool.read, path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            log.exception("unreadable spool file %s; moved aside", path.name)
+            await asyncio.to_thread(path.rename, path.with_suffix(".bad"))
+            return
+        try:
+            for i in range(0, len(events), self._batch_size):
+                await self._write(events[i : i + self._batch_size])
+        except Exception as exc:
+            self._failed(exc, len(events))
+            return
+        await asyncio.to_thread(self._spool.remove, path)
+        self.written += len(events)
+        metrics.LEDGER_REPLAYED.inc(len(events))
+        self._spooled = max(0, self._spooled - len(events))
+        metrics.LEDGER_SPOOL_DEPTH.set(self._spooled)
+        log.info("replayed %d spooled ledger events from %s", len(events), path.name)
+
+    async def _to_spool(self, batch: list[LedgerEvent]) -> None:
+        assert self._spool is not None
+        await asyncio.to_thread(self._spool.append, batch)
+        metrics.LEDGER_SPOOLED.inc(len(batch))
+        self._spooled += len(batch)
+        metrics.LEDGER_SPOOL_DEPTH.set(self._spooled)
+
+    def _failed(self, exc: Exception, n: int) -> None:
+        self._failures += 1
+        self._retry_at = time.monotonic() + self._backoff()
+        metrics.LEDGER_WRITE_FAILURES.inc()
+        # One traceback per outage, not one per batch.
+        log.error(
+            "ledger write of %d events failed (%s: %s), attempt %d",
+            n, type(exc).__name__, str(exc)[:200], self._failures,
+            exc_info=self._failures == 1,
+        )  # fmt: skip
+
+    def _backoff(self) -> float:
+        return min(self._max_backoff, 0.1 * 2 ** max(0, self._failures - 1))
 
     async def _write(self, batch: list[LedgerEvent]) -> None:
-        started = time.perf_counter()
         last_used: dict[int, datetime] = {}
         for e in batch:
             if e.key_id is not None:
@@ -169,6 +202,6 @@ class LedgerWriter:
         async with self._engine.begin() as conn:
             await insert_usage_events(conn, [e.as_row() for e in batch])
             await touch_keys(conn, last_used)
-        log.debug(
-            "wrote %d ledger events in %.1f ms", len(batch), (time.perf_counter() - started) * 1e3
-        )
+
+    async def spool_depth(self) -> int:
+        return 0 if self._spool is None else await asyncio.to_thread(self._spool.depth)
