@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import metrics
 from .errors import BadRequest, Envelope, ProxyError, to_response
 from .native import routes as native
 from .openai import routes as openai
@@ -73,7 +74,10 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_endpoint(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    # Rendering walks every collector (and, under several workers, reads their files): off the
+    # event loop, so a scrape never stalls the calls being served.
+    body = await run_in_threadpool(metrics.render)
+    return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
 def create_app(settings: Settings, *, svc: Services | None = None) -> FastAPI:

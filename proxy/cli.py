@@ -181,7 +181,7 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
                 since=args.since,
                 until=args.until,
                 tenant=args.tenant,
-                group_by=group_by,  # type: ignore[arg-type]
+                group_by=group_by,
             )
         header = [
             *group_by,

@@ -1,28 +1,76 @@
-"""Every Prometheus collector: names, labels and help text in one place.
+"""Every Prometheus collector: names, labels and help text in one place, and the /metrics body.
 
 Labels are bounded: tenant names and normalised model ids only, never key ids, users or paths.
+docs/metrics.md lists every collector (tests/test_metrics.py keeps the two in step).
+
+One process or several. By default the collectors live in this process's memory. Under several
+uvicorn workers each worker is its own process, so ``PROMETHEUS_MULTIPROC_DIR`` must name a
+directory before any worker imports prometheus_client (``prepare_multiprocess_dir`` does that in
+the parent): every worker then writes its values to memory-mapped files there, and whichever
+worker answers a scrape adds them all up (``render``). Gauges say how: ``livesum`` adds the live
+workers' values, ``livemostrecent`` keeps the latest write of any live worker.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
+    "CONTENT_TYPE",
     "COST_USD",
     "IN_FLIGHT",
     "LEDGER_BATCHES",
     "LEDGER_QUEUE_DEPTH",
+    "LEDGER_REPLAYED",
+    "LEDGER_SPOOLED",
+    "LEDGER_SPOOL_DEPTH",
     "LEDGER_WRITE_FAILURES",
+    "MULTIPROC_ENV",
     "OPEN_STREAMS",
+    "QUOTA_REJECTIONS",
+    "QUOTA_THRESHOLD_CROSSINGS",
+    "QUOTA_USE_RATIO",
     "REQUESTS",
     "REQUEST_DURATION",
     "TIME_TO_FIRST_BYTE",
+    "TIME_TO_FIRST_TOKEN",
     "TOKENS",
     "UNPRICED_CALLS",
     "UPSTREAM_ERRORS",
+    "InFlightMiddleware",
+    "is_multiprocess",
+    "prepare_multiprocess_dir",
+    "render",
 ]
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# What ``render`` writes: the classic text format, which every Prometheus version reads.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+# A text-format `_created` series per counter child doubles the series count and Prometheus
+# ignores it: leave it out.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+# -- calls ------------------------------------------------------------------------------------
 
 REQUESTS = Counter(
     "gemini_meter_requests_total",
@@ -45,29 +93,199 @@ REQUEST_DURATION = Histogram(
     ["model", "route"],
     buckets=_LATENCY_BUCKETS,
 )
-TIME_TO_FIRST_BYTE = Histogram(
-    "gemini_meter_time_to_first_byte_seconds",
-    "Time from the call's arrival to the upstream's first reply byte, by model and route.",
+TIME_TO_FIRST_TOKEN = Histogram(
+    "gemini_meter_time_to_first_token_seconds",
+    "Time from the call's arrival to the upstream's first reply bytes (for a stream, its first "
+    "event, which carries the first tokens), by model and route.",
     ["model", "route"],
     buckets=_LATENCY_BUCKETS,
 )
-UPSTREAM_ERRORS = Counter(
-    "gemini_meter_upstream_errors_total",
-    "Upstream replies that were not 200, or failed connections (status 0), by status.",
-    ["status"],
-)
-IN_FLIGHT = Gauge("gemini_meter_in_flight_requests", "Calls being served now.")
-OPEN_STREAMS = Gauge("gemini_meter_open_streams", "Streaming replies open now.")
+# The collector's former name, kept while callers move to TIME_TO_FIRST_TOKEN.
+TIME_TO_FIRST_BYTE = TIME_TO_FIRST_TOKEN
 UNPRICED_CALLS = Counter(
     "gemini_meter_unpriced_calls_total",
     "Calls whose model has no price in the catalog, by model.",
     ["model"],
 )
+
+# -- upstream and server ----------------------------------------------------------------------
+
+UPSTREAM_ERRORS = Counter(
+    "gemini_meter_upstream_errors_total",
+    "Upstream attempts that got no 200: the HTTP status, or timeout / connect, by status.",
+    ["status"],
+)
+IN_FLIGHT = Gauge(
+    "gemini_meter_in_flight_requests",
+    "HTTP requests being served now (probes and /metrics excluded).",
+    multiprocess_mode="livesum",
+)
+OPEN_STREAMS = Gauge(
+    "gemini_meter_open_streams",
+    "Streamed replies being sent now.",
+    multiprocess_mode="livesum",
+)
+
+# -- quotas -----------------------------------------------------------------------------------
+
+QUOTA_USE_RATIO = Gauge(
+    "gemini_meter_quota_use_ratio",
+    "Share of a tenant's quota limit used in the current period (1 = at the limit), by tenant "
+    "and limit.",
+    ["tenant", "limit"],
+    multiprocess_mode="livemostrecent",
+)
+QUOTA_THRESHOLD_CROSSINGS = Counter(
+    "gemini_meter_quota_threshold_crossings_total",
+    "Times a tenant's use of a limit crossed an alert threshold (a use ratio such as 0.8 or 1), "
+    "by tenant, limit and threshold.",
+    ["tenant", "limit", "threshold"],
+)
+QUOTA_REJECTIONS = Counter(
+    "gemini_meter_quota_rejections_total",
+    "Calls refused because a tenant's quota limit was reached, by tenant and limit.",
+    ["tenant", "limit"],
+)
+
+# -- ledger -----------------------------------------------------------------------------------
+
 LEDGER_QUEUE_DEPTH = Gauge(
-    "gemini_meter_ledger_queue_depth", "Ledger events waiting to be written."
+    "gemini_meter_ledger_queue_depth",
+    "Ledger events waiting to be written.",
+    multiprocess_mode="livesum",
 )
 LEDGER_BATCHES = Counter("gemini_meter_ledger_batches_total", "Ledger write batches committed.")
 LEDGER_WRITE_FAILURES = Counter(
     "gemini_meter_ledger_write_failures_total",
-    "Ledger batch writes that failed (and were retried).",
+    "Ledger database writes that failed (the batch was spooled or kept, and retried).",
 )
+LEDGER_SPOOLED = Counter(
+    "gemini_meter_ledger_spooled_events_total",
+    "Ledger events written to the local spool because the database could not take them.",
+)
+LEDGER_REPLAYED = Counter(
+    "gemini_meter_ledger_replayed_events_total",
+    "Spooled ledger events written to the database once it answered again.",
+)
+# The spool directory is shared by the workers: the latest figure any of them saw is the truth.
+LEDGER_SPOOL_DEPTH = Gauge(
+    "gemini_meter_ledger_spool_depth",
+    "Ledger events in the local spool awaiting replay to the database.",
+    multiprocess_mode="livemostrecent",
+)
+
+
+# -- exposition -------------------------------------------------------------------------------
+
+
+def is_multiprocess() -> bool:
+    """Whether this process's collectors write to PROMETHEUS_MULTIPROC_DIR (fixed at import)."""
+    return values.ValueClass is not values.MutexValue
+
+
+def render() -> bytes:
+    """The text exposition of every collector, summed over all workers in multiprocess mode.
+
+    Blocking (it reads files in multiprocess mode): call it off the event loop.
+    """
+    if not is_multiprocess():
+        return generate_latest(REGISTRY)
+    path = os.environ[MULTIPROC_ENV]
+    _forget_dead_workers(path)
+    registry = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")
+
+
+def _forget_dead_workers(path: str) -> None:
+    # A worker that died (and was replaced by uvicorn) left its live gauges behind: in-flight
+    # requests and queue depths that are no longer anyone's. Counters stay: their counts happened.
+    own = os.getpid()
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return
+    pids = {int(m[1]) for n in names if (m := _LIVE_GAUGE_FILE.fullmatch(n))}
+    for pid in pids - {own}:
+        if not _alive(pid):
+            mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def prepare_multiprocess_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """Ready a metrics directory for several workers; call in the parent before they start.
+
+    Takes ``path``, else ``$PROMETHEUS_MULTIPROC_DIR``, else a new temporary directory; creates
+    it, deletes the ``*.db`` files a previous run left (their pids may be reused), and exports
+    ``PROMETHEUS_MULTIPROC_DIR`` so that worker processes started afterwards inherit it. The
+    calling process's own collectors are unaffected (it chose its mode when it imported them).
+    """
+    chosen = path or os.environ.get(MULTIPROC_ENV)
+    directory = Path(chosen) if chosen else Path(tempfile.mkdtemp(prefix="gemini-meter-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    return directory
+
+
+# -- in-flight requests and open streams --------------------------------------------------------
+
+_UNTRACKED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+class InFlightMiddleware:
+    """Pure ASGI middleware keeping IN_FLIGHT and OPEN_STREAMS current.
+
+    A request counts in IN_FLIGHT from its arrival until the app returns. Its reply counts in
+    OPEN_STREAMS from the moment it is known to stream — a ``text/event-stream`` start, or a
+    first body part announcing more to come — until the app returns. The per-request cost is one
+    closure and two gauge updates; no lock beyond prometheus-client's, no I/O.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _UNTRACKED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        streaming = False
+
+        async def watch(message: Message) -> None:
+            nonlocal streaming
+            if not streaming and _starts_stream(message):
+                streaming = True
+                OPEN_STREAMS.inc()
+            await send(message)
+
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            IN_FLIGHT.dec()
+            if streaming:
+                OPEN_STREAMS.dec()
+
+
+def _starts_stream(message: Message) -> bool:
+    kind = message["type"]
+    if kind == "http.response.body":
+        return bool(message.get("more_body", False))
+    if kind == "http.response.start":
+        for name, value in message.get("headers", ()):
+            if name.lower() == b"content-type":
+                return bytes(value).startswith(b"text/event-stream")
+    return False

@@ -28,7 +28,9 @@ from tests.fakes.gemini import FakeGemini
 from tests.fakes.server import serve
 
 UPSTREAM_KEY = "AIzaSy-upstream-SECRET-key-0123456789"
-PG_ADMIN_URL = os.environ.get("GEMINI_METER_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "GEMINI_METER_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
 
 T = TypeVar("T")
 
@@ -110,7 +112,9 @@ async def make_tenant_key(url: str, tenant: str) -> str:
     engine = make_engine(url)
     try:
         async with make_sessionmaker(engine)() as session:
-            t = await queries.get_tenant(session, tenant) or await queries.create_tenant(session, tenant)
+            t = await queries.get_tenant(session, tenant) or await queries.create_tenant(
+                session, tenant
+            )
             secret, _ = await queries.create_key(session, t)
             await session.commit()
             return secret

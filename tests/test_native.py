@@ -126,20 +126,19 @@ def test_json_array_stream_passes_through_and_is_metered(proxy: RunningProxy) ->
 async def test_first_event_arrives_before_upstream_finishes(proxy: RunningProxy) -> None:
     events = stream_events(["one", " two", " three"], usage_metadata(5, 3))
     proxy.fake.enqueue(StreamReply(events, hold_after=1))
-    async with httpx.AsyncClient(timeout=10) as client:
-        async with client.stream(
-            "POST",
-            f"{proxy.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
-            headers={"x-goog-api-key": proxy.key},
-            json={"contents": [{"parts": [{"text": "hi"}]}]},
-        ) as r:
-            it = r.aiter_bytes()
-            first = await anext(it)
-            # The upstream is still holding the rest of its stream.
-            assert b'"one"' in first
-            assert not proxy.fake.stream_done.is_set()
-            proxy.fake.release()
-            rest = b"".join([chunk async for chunk in it])
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+        "POST",
+        f"{proxy.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        headers={"x-goog-api-key": proxy.key},
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+    ) as r:
+        it = r.aiter_bytes()
+        first = await anext(it)
+        # The upstream is still holding the rest of its stream.
+        assert b'"one"' in first
+        assert not proxy.fake.stream_done.is_set()
+        proxy.fake.release()
+        rest = b"".join([chunk async for chunk in it])
     assert b'" three"' in rest
     [row] = proxy.rows()
     assert (row["prompt_tokens"], row["output_tokens"]) == (5, 3)

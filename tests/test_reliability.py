@@ -104,10 +104,11 @@ def test_sigkill_with_a_full_spool_then_restart_writes_it(
     }
 
     def start(port: int) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "--port", str(port)], env=env,
-            stdout=open(tmp_path / f"serve-{port}.log", "w"), stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        with open(tmp_path / f"serve-{port}.log", "w") as log:  # kept for a failing run
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "proxy", "serve", "--port", str(port)], env=env,
+                stdout=log, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -124,7 +125,7 @@ def test_sigkill_with_a_full_spool_then_restart_writes_it(
         url = f"http://127.0.0.1:{port}/v1beta/models/gemini-2.5-flash:generateContent"
         assert httpx.post(url, params={"key": key}, json=BODY).status_code == 200  # key cached
         line.cut()
-        for i in range(20):
+        for _i in range(20):
             r = httpx.post(url, params={"key": key}, json=BODY)
             assert r.status_code == 200
         spool = tmp_path / "spool"
@@ -154,15 +155,14 @@ def test_sigkill_with_a_full_spool_then_restart_writes_it(
 async def test_client_disconnect_mid_stream_records_usage_so_far(proxy: RunningProxy) -> None:
     events = stream_events(["one", " two", " three"], usage_metadata(40, 9))
     proxy.fake.enqueue(StreamReply(events, hold_after=1))
-    async with httpx.AsyncClient(timeout=10) as client:
-        async with client.stream(
-            "POST",
-            f"{proxy.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
-            headers={"x-goog-api-key": proxy.key},
-            json=BODY,
-        ) as r:
-            first = await anext(r.aiter_bytes())
-            assert b'"one"' in first
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+        "POST",
+        f"{proxy.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        headers={"x-goog-api-key": proxy.key},
+        json=BODY,
+    ) as r:
+        first = await anext(r.aiter_bytes())
+        assert b'"one"' in first
         # leaving the block closes the connection mid-stream
     [row] = proxy.rows()
     assert row["error_class"] == "client_disconnected"
@@ -176,7 +176,9 @@ async def test_client_disconnect_mid_stream_records_usage_so_far(proxy: RunningP
 def test_openai_stream_disconnect_is_metered(proxy: RunningProxy) -> None:
     import openai
 
-    proxy.fake.enqueue(StreamReply(stream_events(["a", "b", "c"], usage_metadata(25, 3)), hold_after=1))
+    proxy.fake.enqueue(
+        StreamReply(stream_events(["a", "b", "c"], usage_metadata(25, 3)), hold_after=1)
+    )
     c = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0)
     stream = c.chat.completions.create(
         model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}], stream=True

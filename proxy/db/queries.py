@@ -126,7 +126,7 @@ async def insert_usage_events(conn: AsyncConnection, rows: list[dict[str, Any]])
     """Insert ledger rows, skipping ids already present (a replayed batch never doubles)."""
     if not rows:
         return
-    table = UsageEvent.__table__
+    table = UsageEvent
     if conn.dialect.name == "postgresql":
         stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
     elif conn.dialect.name == "sqlite":

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -18,12 +19,22 @@ from sqlalchemy import (
     Numeric,
     String,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
-__all__ = ["ApiKey", "Base", "Money", "Tenant", "UsageEvent"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Money",
+    "QuotaCounter",
+    "QuotaPolicy",
+    "QuotaReservation",
+    "Tenant",
+    "UsageEvent",
+]
 
 # Named constraints so Alembic migrations are stable across SQLite and PostgreSQL.
 NAMING = {
@@ -137,3 +148,65 @@ class UsageEvent(Base):
         Index("ix_usage_events_tenant_created", "tenant_id", "created_at"),
         Index("ix_usage_events_created", "created_at"),
     )
+
+
+# -- quotas (issue 5, docs/quotas.md) ------------------------------------------------------------
+
+
+class QuotaPolicy(Base):
+    """Limits on a tenant, or on one of its keys when ``key_id`` is set (one policy per scope)."""
+
+    __tablename__ = "quota_policies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(8))  # hard | soft
+    period: Mapped[str] = mapped_column(String(8))  # day | week | month
+    budget_usd: Mapped[Decimal | None] = mapped_column(Money())
+    tokens: Mapped[int | None] = mapped_column(BigInteger)
+    rpm: Mapped[int | None] = mapped_column(BigInteger)
+    tpm: Mapped[int | None] = mapped_column(BigInteger)
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # NULLs are distinct in a unique index, so the tenant-wide policy needs a partial one.
+        Index(
+            "uq_quota_policies_tenant_wide",
+            "tenant_id",
+            unique=True,
+            sqlite_where=text("key_id IS NULL"),
+            postgresql_where=text("key_id IS NULL"),
+        ),
+        Index("uq_quota_policies_key_id", "key_id", unique=True),
+    )
+
+
+class QuotaCounter(Base):
+    """One counter of the SQL quota store: a period's spend or tokens, or a minute's requests.
+
+    Amounts are integers in the limit's unit (1e-10 USD, tokens, requests), the same units as
+    the Redis store, so one comparison rule serves all stores exactly.
+    """
+
+    __tablename__ = "quota_counters"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    used: Mapped[int] = mapped_column(BigInteger)
+    reserved: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class QuotaReservation(Base):
+    """A call's hold on a counter until it settles, or until ``expires_at`` (a crashed replica)."""
+
+    __tablename__ = "quota_reservations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    counter_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_quota_reservations_counter_expires", "counter_key", "expires_at"),)

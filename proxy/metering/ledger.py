@@ -192,7 +192,7 @@ class LedgerWriter:
         )  # fmt: skip
 
     def _backoff(self) -> float:
-        return min(self._max_backoff, 0.1 * 2 ** max(0, self._failures - 1))
+        return float(min(self._max_backoff, 0.1 * 2 ** max(0, self._failures - 1)))
 
     async def _write(self, batch: list[LedgerEvent]) -> None:
         last_used: dict[int, datetime] = {}
