@@ -17,6 +17,8 @@ import orjson
 from .db import queries
 from .db.engine import make_engine, make_sessionmaker
 from .db.migrate import upgrade
+from .pricing.catalog import Catalog
+from .pricing.report import format_catalog, format_quote, quote
 from .settings import Settings
 
 __all__ = ["main"]
@@ -230,6 +232,35 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
     return _run(go, settings)
 
 
+def _catalog(settings: Settings) -> Catalog:
+    return Catalog.load(
+        settings.price_list, settings.price_overrides, settings.price_list_fallback or None
+    )
+
+
+def cmd_prices(args: argparse.Namespace, settings: Settings) -> int:
+    catalog = _catalog(settings)
+    sys.stdout.write(format_catalog(catalog, args.price_list, sources=args.sources) + "\n")
+    return 0
+
+
+def cmd_prices_quote(args: argparse.Namespace, settings: Settings) -> int:
+    catalog = _catalog(settings)
+    result = quote(
+        catalog,
+        args.model,
+        prompt_tokens=args.prompt_tokens,
+        output_tokens=args.output_tokens,
+        cached_tokens=args.cached_tokens,
+        thinking_tokens=args.thinking_tokens,
+        audio_tokens=args.audio_tokens,
+        batch=args.batch,
+        price_list=args.price_list,
+    )
+    sys.stdout.write(format_quote(result, requested_model=args.model) + "\n")
+    return 0 if result.priced else 1
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
         return str(obj)  # money stays exact in JSON: a decimal string
@@ -292,6 +323,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     usage.add_argument("--format", choices=("table", "json", "csv"), default="table")
     usage.set_defaults(fn=cmd_usage)
+
+    prices = sub.add_parser("prices", help="list the price catalog, or quote a call")
+    prices.add_argument("--price-list", help="a price list other than the default")
+    prices.add_argument("--sources", action="store_true", help="show each rate's seed source")
+    prices.set_defaults(fn=cmd_prices)
+    quote_cmd = prices.add_subparsers(dest="p_cmd").add_parser(
+        "quote", help="the cost of a call with the given token counts, and how it was computed"
+    )
+    quote_cmd.add_argument("--model", required=True)
+    quote_cmd.add_argument("--prompt-tokens", type=int, required=True)
+    quote_cmd.add_argument("--output-tokens", type=int, required=True)
+    quote_cmd.add_argument("--cached-tokens", type=int, default=0)
+    quote_cmd.add_argument("--thinking-tokens", type=int, default=0)
+    quote_cmd.add_argument("--audio-tokens", type=int, default=0, help="audio prompt tokens")
+    quote_cmd.add_argument("--batch", action="store_true", help="price at batch rates")
+    quote_cmd.add_argument("--price-list", help="a price list other than the default")
+    quote_cmd.set_defaults(fn=cmd_prices_quote)
     return p
 
 

@@ -38,7 +38,9 @@ class Services:
     ) -> Services:
         engine = make_engine(settings.database_url)
         sessionmaker = make_sessionmaker(engine)
-        catalog = Catalog.load(settings.price_list, settings.price_overrides)
+        catalog = Catalog.load(
+            settings.price_list, settings.price_overrides, settings.price_list_fallback or None
+        )
         ledger = LedgerWriter(
             engine,
             batch_size=settings.ledger_batch_size,

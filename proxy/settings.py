@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         default="gemini-api",
         description="Default price list: gemini-api (Developer API) or vertex-ai.",
     )
+    price_list_fallback: str | None = Field(
+        default="vertex-ai",
+        description="Price list for calls the default list cannot price (a model or rate it "
+        "lacks); empty to leave such calls unpriced.",
+    )
     price_overrides: Path | None = Field(
         default=None, description="YAML file with extra models, discounts or newer prices."
     )

@@ -114,3 +114,19 @@ def test_serve_meters_and_sigterm_flushes_the_ledger(
     assert "gemini-2.5-flash" in table
     empty = cli(env, "usage", "--from", "2000-01-01", "--to", "2000-01-02", "--format", "json")
     assert orjson.loads(empty.stdout) == []
+
+
+def test_prices_list_and_quote(env: dict[str, str]) -> None:
+    listed = cli(env, "prices")
+    assert listed.returncode == 0 and "gemini-2.0-flash" in listed.stdout
+    assert "seeds/004" in cli(env, "prices", "--price-list", "vertex-ai", "--sources").stdout
+    q = cli(
+        env, "prices", "quote", "--model", "gemini-2.0-flash", "--prompt-tokens", "1000000",
+        "--output-tokens", "1000000", "--cached-tokens", "500000",
+    )  # fmt: skip
+    assert q.returncode == 0
+    # 500k input x $0.10 + 500k cached x $0.025 + 1M output x $0.40 = $0.4625
+    assert "0.4625000000" in q.stdout
+    unknown = cli(env, "prices", "quote", "--model", "no-such-model", "--prompt-tokens", "1",
+                  "--output-tokens", "1")  # fmt: skip
+    assert unknown.returncode == 1 and "UNPRICED" in unknown.stdout

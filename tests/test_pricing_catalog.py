@@ -301,8 +301,31 @@ def test_resolve_uses_the_default_list(catalog: Catalog) -> None:
 def test_unknown_price_list_is_an_error(catalog: Catalog) -> None:
     with pytest.raises(ValueError, match="unknown price list 'azure'"):
         catalog.resolve("gemini-2.0-flash", price_list="azure")
-    with pytest.raises(ValueError, match="unknown default price list"):
+    with pytest.raises(ValueError, match="unknown price list 'azure'"):
         Catalog.load(default_list="azure")
+    with pytest.raises(ValueError, match="unknown price list 'aws'"):
+        Catalog.load(fallback_list="aws")
+
+
+def test_fallback_list_prices_what_the_default_cannot() -> None:
+    from proxy.metering.usage import Usage
+    from proxy.pricing.cost import price_call
+
+    usage = Usage(prompt_tokens=1_000_000, output_tokens=1_000_000)
+    strict = Catalog.load()
+    with_fallback = Catalog.load(fallback_list="vertex-ai")
+    # Gemini 3 Pro is not on the May 2025 Developer API page, only on the Vertex list.
+    assert price_call(strict, "gemini-3-pro-preview", usage, status=200, at=None).priced is False
+    alt = price_call(with_fallback, "gemini-3-pro-preview", usage, status=200, at=None)
+    assert alt.priced and alt.price_list == "vertex-ai"
+    # A model the default list prices stays on the default list.
+    own = price_call(with_fallback, "gemini-2.0-flash", usage, status=200, at=None)
+    assert own.price_list == "gemini-api"
+    # An explicit list is never second-guessed.
+    explicit = price_call(
+        with_fallback, "gemini-3-pro-preview", usage, status=200, at=None, price_list="gemini-api"
+    )
+    assert explicit.priced is False
 
 
 def test_baseline_prices_are_in_force_at_any_time(catalog: Catalog) -> None:

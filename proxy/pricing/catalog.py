@@ -36,18 +36,25 @@ class Catalog:
         lists: Mapping[str, PriceList],
         default_list: str,
         discounts: Iterable[Discount] = (),
+        fallback_list: str | None = None,
     ) -> None:
-        if default_list not in lists:
-            raise ValueError(
-                f"unknown default price list {default_list!r} (known: {', '.join(sorted(lists))})"
-            )
+        for name in (default_list, fallback_list):
+            if name is not None and name not in lists:
+                raise ValueError(f"unknown price list {name!r} (known: {', '.join(sorted(lists))})")
         self._lists = dict(lists)
         self._discounts = tuple(discounts)
         self.default_list = default_list
+        # Where a call the default list cannot price is priced instead (None: nowhere).
+        self.fallback_list = fallback_list if fallback_list != default_list else None
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def load(cls, default_list: str = "gemini-api", overrides: Path | None = None) -> Catalog:
+    def load(
+        cls,
+        default_list: str = "gemini-api",
+        overrides: Path | None = None,
+        fallback_list: str | None = None,
+    ) -> Catalog:
         """Read the package's price lists and, if given, the operator's override file."""
         data = resources.files("proxy.pricing").joinpath("data")
         documents = [
@@ -61,7 +68,12 @@ class Catalog:
                 override_doc = (str(overrides), overrides.read_text(encoding="utf-8"))
             except OSError as exc:
                 raise ValueError(f"price override file {overrides}: {exc.strerror}") from None
-        return cls.from_documents(documents, default_list=default_list, overrides=override_doc)
+        return cls.from_documents(
+            documents,
+            default_list=default_list,
+            overrides=override_doc,
+            fallback_list=fallback_list,
+        )
 
     @classmethod
     def from_documents(
@@ -70,11 +82,12 @@ class Catalog:
         *,
         default_list: str = "gemini-api",
         overrides: tuple[str, str] | None = None,
+        fallback_list: str | None = None,
     ) -> Catalog:
         """Build from ``(origin, yaml text)`` pairs; ``origin`` names the file in errors."""
         lists = read_price_lists(documents)
         discounts = apply_overrides(lists, *overrides) if overrides is not None else []
-        return cls(lists, default_list, discounts)
+        return cls(lists, default_list, discounts, fallback_list)
 
     # ------------------------------------------------------------------ queries
     @property

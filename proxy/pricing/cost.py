@@ -282,7 +282,32 @@ def price_call(
     batch: bool = False,
     price_list: str | None = None,
 ) -> PricedCall:
-    """Price one finished call: $0 unless HTTP 200, unpriced (None) when it cannot be priced."""
+    """Price one finished call: $0 unless HTTP 200, unpriced (None) when it cannot be priced.
+
+    With no explicit ``price_list``, a call the default list cannot price (unknown model, or a
+    rate that list lacks) is priced on the catalog's fallback list, if one is set; the result
+    names the list that priced it.
+    """
+    result = _price_on(
+        catalog, model, usage, status=status, at=at, batch=batch, price_list=price_list
+    )
+    fallback = catalog.fallback_list
+    if result.priced or price_list is not None or fallback is None:
+        return result
+    alt = _price_on(catalog, model, usage, status=status, at=at, batch=batch, price_list=fallback)
+    return alt if alt.priced else result
+
+
+def _price_on(
+    catalog: Catalog,
+    model: str,
+    usage: Usage,
+    *,
+    status: int,
+    at: datetime | None,
+    batch: bool,
+    price_list: str | None,
+) -> PricedCall:
     list_name = catalog.info(price_list).name
     if status != 200:
         reason = f"HTTP {status}: only HTTP 200 replies are billed"
