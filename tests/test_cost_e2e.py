@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import orjson
 
-
 from tests.conftest import RunningProxy
 from tests.fakes.gemini import JsonReply, text_response
 from tests.test_native import run_sync_main
