@@ -70,7 +70,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         log_config=None,
         loop="uvloop",
         http="httptools",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=int(settings.shutdown_grace),
     )
     return 0
 

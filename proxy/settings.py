@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         default=20 * 1024 * 1024,
         description="Largest request body accepted, in bytes (Gemini's inline limit: 20 MB).",
     )
+    shutdown_grace: float = Field(
+        default=30.0,
+        description="Seconds in-flight calls and streams get to finish on SIGTERM before they "
+        "are cut (their rows are still written).",
+    )
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token for the admin API; unset disables it."
     )
@@ -74,9 +79,6 @@ class Settings(BaseSettings):
     )
     ledger_flush_interval: float = Field(
         default=0.5, description="Seconds between ledger flushes when the queue is not full."
-    )
-    ledger_queue_size: int = Field(
-        default=100_000, description="Most ledger events held in memory awaiting a write."
     )
 
     spool_dir: Path = Field(
