@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from decimal import Decimal
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -55,6 +57,7 @@ __all__ = [
     "UNPRICED_CALLS",
     "UPSTREAM_ERRORS",
     "InFlightMiddleware",
+    "QuotaMetrics",
     "is_multiprocess",
     "prepare_multiprocess_dir",
     "render",
@@ -173,6 +176,52 @@ LEDGER_SPOOL_DEPTH = Gauge(
     "Ledger events in the local spool awaiting replay to the database.",
     multiprocess_mode="livemostrecent",
 )
+
+
+class _LimitStatus(Protocol):
+    """What the quota hooks read of proxy.quotas.policy.LimitStatus."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def key_prefix(self) -> str | None: ...
+    @property
+    def limit(self) -> str: ...
+    @property
+    def ratio(self) -> float: ...
+
+
+class QuotaMetrics:
+    """The quota service's metric hooks: ``QuotaHooks(on_usage=m.on_usage, ...)``.
+
+    A tenant's own limit counts under its name (``budget_usd``, ``tokens``, ``rpm``, ``tpm``). A
+    limit on one of its keys counts under ``key_<name>``, never under the key: the use-ratio gauge
+    then shows the tenant's most-used key, so no key id ever becomes a label.
+    """
+
+    def __init__(self) -> None:
+        self._key_ratios: dict[tuple[str, str], dict[str, float]] = {}
+
+    def on_usage(self, status: _LimitStatus) -> None:
+        label = _limit_label(status)
+        ratio = status.ratio
+        if status.key_prefix is not None:
+            keys = self._key_ratios.setdefault((status.tenant, label), {})
+            keys[status.key_prefix] = ratio
+            ratio = max(keys.values())
+        QUOTA_USE_RATIO.labels(status.tenant, label).set(ratio)
+
+    def on_threshold(self, status: _LimitStatus, threshold: Decimal) -> None:
+        QUOTA_THRESHOLD_CROSSINGS.labels(
+            status.tenant, _limit_label(status), format(threshold.normalize(), "f")
+        ).inc()
+
+    def on_refusal(self, status: _LimitStatus) -> None:
+        QUOTA_REJECTIONS.labels(status.tenant, _limit_label(status)).inc()
+
+
+def _limit_label(status: _LimitStatus) -> str:
+    return status.limit if status.key_prefix is None else f"key_{status.limit}"
 
 
 # -- exposition -------------------------------------------------------------------------------

@@ -13,7 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import metrics
 from proxy.app import create_app
+from proxy.quotas.policy import LimitStatus
 from tests.conftest import UPSTREAM_KEY, RunningProxy, make_tenant_key, proxy_settings, run_sync
 from tests.fakes.gemini import ErrorReply, FakeGemini, Hang, StreamReply, stream_events
 from tests.fakes.server import serve
@@ -244,6 +248,48 @@ def test_exposition_passes_promtool_and_holds_no_secret(
     assert "_created" not in text  # no per-child creation series doubling the count
 
 
+# -- quota hooks ---------------------------------------------------------------------------
+
+
+def limit_status(tenant: str, limit: str, used: str, key: str | None = None) -> LimitStatus:
+    return LimitStatus(
+        tenant=tenant,
+        key_prefix=key,
+        limit=limit,  # type: ignore[arg-type]
+        mode="hard",
+        period="month",
+        limit_value=Decimal(10),
+        used=Decimal(used),
+        reserved=Decimal(0),
+        resets_at=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_quota_hooks_label_tenants_and_limits_never_keys() -> None:
+    hooks = metrics.QuotaMetrics()
+    t = f"quota-{uuid.uuid4().hex[:6]}"
+    ratio = "gemini_meter_quota_use_ratio"
+    hooks.on_usage(limit_status(t, "budget_usd", "4"))
+    assert sample(ratio, tenant=t, limit="budget_usd") == 0.4
+    # Limits on keys: one series per tenant and limit, showing the most-used key.
+    hooks.on_usage(limit_status(t, "tokens", "9", key="gm-AAAAAAAA"))
+    hooks.on_usage(limit_status(t, "tokens", "2", key="gm-BBBBBBBB"))
+    assert sample(ratio, tenant=t, limit="key_tokens") == 0.9
+    hooks.on_usage(limit_status(t, "tokens", "1", key="gm-AAAAAAAA"))
+    assert sample(ratio, tenant=t, limit="key_tokens") == 0.2
+    hooks.on_threshold(limit_status(t, "budget_usd", "8"), Decimal("0.8"))
+    hooks.on_threshold(limit_status(t, "budget_usd", "10"), Decimal("1"))
+    hooks.on_refusal(limit_status(t, "budget_usd", "10"))
+    hooks.on_refusal(limit_status(t, "tokens", "10", key="gm-AAAAAAAA"))
+    crossings = "gemini_meter_quota_threshold_crossings_total"
+    assert sample(crossings, tenant=t, limit="budget_usd", threshold="0.8") == 1
+    assert sample(crossings, tenant=t, limit="budget_usd", threshold="1") == 1
+    rejections = "gemini_meter_quota_rejections_total"
+    assert sample(rejections, tenant=t, limit="budget_usd") == 1
+    assert sample(rejections, tenant=t, limit="key_tokens") == 1
+    assert "gm-" not in metrics.render().decode()
+
+
 # -- in-flight requests and open streams -----------------------------------------------------
 
 
@@ -305,7 +351,7 @@ def test_a_plain_call_is_in_flight_but_not_a_stream(
 ) -> None:
     p = tracked_proxy
     base_in_flight, base_streams = gauges()
-    fake.enqueue(Hang(seconds=1.0))  # then the default reply
+    fake.enqueue(Hang(seconds=0.6))  # then the default reply
     statuses: list[int] = []
 
     def call() -> None:
@@ -373,6 +419,7 @@ def test_a_dead_workers_live_gauges_are_dropped(tmp_path: Path) -> None:
 # The workers' app factory: a module of its own, so they import the proxy and nothing else.
 FACTORY = """
 from proxy.app import create_app
+from proxy.quotas.policy import LimitStatus
 from proxy.metrics import InFlightMiddleware
 from proxy.settings import Settings
 
@@ -480,13 +527,20 @@ def test_two_workers_add_up_in_multiprocess_mode(
         # Whichever worker answers the scrape reports the sum of both.
         for _ in range(6):
             assert _scrape_total(url, tenant) == sent
+        exposition = httpx.get(f"{url}/metrics").text
         in_flight = [
             s.value
-            for f in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+            for f in text_string_to_metric_families(exposition)
             if f.name == "gemini_meter_in_flight_requests"
             for s in f.samples
         ]
         assert in_flight == [0.0]
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool is missing: apt-get install prometheus"
+        check = subprocess.run(
+            [promtool, "check", "metrics"], input=exposition, capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
 
     finally:
         os.killpg(server.pid, signal.SIGTERM)
