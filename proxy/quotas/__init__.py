@@ -1,0 +1,28 @@
+"""Per-tenant quotas: USD budgets, token quotas, RPM/TPM limits and allowed models (docs/quotas.md).
+
+policy.py        periods, windows, reset times, thresholds: pure arithmetic
+estimate.py      a call's worst case (prompt, maximum output, cost) before it goes upstream
+plan.py          policies -> store charges; counter states -> headers, refusals, statuses
+store.py         the QuotaStore protocol and its fitting rules
+store_memory.py  ... in process (SQLite, one process)
+store_sql.py     ... on SQLAlchemy (PostgreSQL shared by replicas; also SQLite)
+store_redis.py   ... on Redis, Lua scripts (shared by replicas)
+manage.py        policies in the database: set, list, delete, load; ledger totals
+service.py       QuotaService: admit, settle, status
+"""
+
+from .manage import QuotaPolicyError, delete_policy, get_policies, set_policy
+from .policy import LimitStatus, Policy
+from .service import Admission, QuotaHooks, QuotaService
+
+__all__ = [
+    "Admission",
+    "LimitStatus",
+    "Policy",
+    "QuotaHooks",
+    "QuotaPolicyError",
+    "QuotaService",
+    "delete_policy",
+    "get_policies",
+    "set_policy",
+]

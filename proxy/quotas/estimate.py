@@ -1,0 +1,171 @@
+"""A call's worst case before it goes upstream: prompt tokens, maximum output, maximum cost.
+
+The prompt is estimated at 4 characters a token, rounded up (proxy.metering.estimate), over
+every string that reaches the model — text, system instruction, tool declarations, function
+calls and responses — plus an allowance per media part. The output is bounded by the request's
+``maxOutputTokens`` (Gemini stops there, thoughts included) times ``candidateCount``, else by
+the model's cap from the catalog, else by :data:`DEFAULT_MAX_OUTPUT_TOKENS`. The cost is that
+usage priced by the catalog at the dearest output rate the model has (thinking, audio, image),
+in the long-context tier when the estimate passes the threshold. See docs/quotas.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ..metering.estimate import CHARS_PER_TOKEN
+from ..metering.usage import Usage
+from ..pricing.catalog import Catalog
+from ..pricing.cost import PricingError, compute_cost
+
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "MEDIA_BYTES_PER_TOKEN",
+    "MEDIA_MIN_TOKENS",
+    "NO_OUTPUT_OPERATIONS",
+    "UNMETERED_OPERATIONS",
+    "Estimate",
+    "estimate_call",
+    "max_output_tokens",
+    "prompt_tokens",
+]
+
+# Gemini 2.5's output cap, for models whose cap the catalog does not give.
+DEFAULT_MAX_OUTPUT_TOKENS = 65_536
+# An inline media part counts max(MEDIA_MIN_TOKENS, decoded bytes / MEDIA_BYTES_PER_TOKEN):
+# Gemini bills 258 tokens per image tile or PDF page, 32 per second of audio, 263 per second of
+# video; 1 token per 64 bytes bounds audio down to 16 kbit/s and video down to 135 kbit/s, and
+# 1,290 covers a picture of up to five tiles. A file URI's size is unknown: MEDIA_MIN_TOKENS.
+MEDIA_MIN_TOKENS = 1_290
+MEDIA_BYTES_PER_TOKEN = 64
+NO_OUTPUT_OPERATIONS = frozenset({"embedContent", "batchEmbedContents", "countTokens"})
+# Calls Google does not bill (proxy.metering.call.FREE_OPERATIONS, not imported: the meter
+# imports the quota service): no budget, token or rate limit applies, only the allowed models.
+UNMETERED_OPERATIONS = frozenset({"countTokens", "listModels", "getModel"})
+
+# Request fields that never reach the model as tokens.
+_SKIP = frozenset(
+    {
+        "generationConfig", "generation_config", "safetySettings", "safety_settings",
+        "toolConfig", "tool_config", "cachedContent", "cached_content", "model", "labels",
+    }
+)  # fmt: skip
+# Structural keys of the request shape: their names are not tokens (schema keys are).
+_STRUCTURE = frozenset(
+    {
+        "contents", "content", "parts", "role", "text", "systemInstruction",
+        "system_instruction", "tools", "functionDeclarations", "function_declarations",
+        "functionCall", "function_call", "functionResponse", "function_response", "requests",
+        "thought", "thoughtSignature", "thought_signature", "taskType", "task_type",
+    }
+)  # fmt: skip
+_INLINE = frozenset({"inlineData", "inline_data"})
+_FILE = frozenset({"fileData", "file_data"})
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    prompt_tokens: int
+    audio_tokens: int  # part of prompt_tokens: inline audio, priced apart by some models
+    max_output_tokens: int
+    cost_usd: Decimal | None  # the worst case; None when the catalog cannot price the model
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.max_output_tokens
+
+
+def _media_tokens(part: Mapping[str, Any]) -> tuple[int, bool]:
+    mime = str(part.get("mimeType") or part.get("mime_type") or "")
+    data = part.get("data")
+    size = len(data) * 3 // 4 if isinstance(data, str) else 0  # base64 -> bytes
+    return max(MEDIA_MIN_TOKENS, math.ceil(size / MEDIA_BYTES_PER_TOKEN)), mime.startswith("audio/")
+
+
+def prompt_tokens(body: Any) -> tuple[int, int]:
+    """(prompt tokens, of which inline audio) estimated from a Gemini request body."""
+    chars = media = audio = 0
+    stack: list[Any] = [body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                if k in _SKIP:
+                    continue
+                if k in _INLINE and isinstance(v, Mapping):
+                    n, is_audio = _media_tokens(v)
+                    media += n
+                    audio += n if is_audio else 0
+                elif k in _FILE:
+                    media += MEDIA_MIN_TOKENS
+                else:
+                    chars += 0 if k in _STRUCTURE else len(str(k))
+                    stack.append(v)
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            chars += len(node)
+        elif node is not None:
+            chars += len(str(node))
+    return -(-chars // CHARS_PER_TOKEN) + media, audio
+
+
+def _positive_int(config: Mapping[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = config.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def max_output_tokens(body: Mapping[str, Any], cap: int | None, operation: str) -> int:
+    if operation in NO_OUTPUT_OPERATIONS:
+        return 0
+    config = body.get("generationConfig") or body.get("generation_config") or {}
+    if not isinstance(config, Mapping):
+        config = {}
+    asked = _positive_int(config, "maxOutputTokens", "max_output_tokens")
+    limit = cap or DEFAULT_MAX_OUTPUT_TOKENS
+    per_candidate = min(asked, limit) if asked is not None else limit
+    return per_candidate * (_positive_int(config, "candidateCount", "candidate_count") or 1)
+
+
+def _worst_cost(catalog: Catalog, model: str, prompt: int, audio: int, out: int) -> Decimal | None:
+    price = catalog.resolve(model)
+    if price is None:
+        return None
+    inputs = [Usage(prompt_tokens=prompt, prompt_audio_tokens=audio), Usage(prompt_tokens=prompt)]
+    outputs = [
+        Usage(output_tokens=out),
+        Usage(thinking_tokens=out),
+        Usage(output_tokens=out, output_audio_tokens=out),
+        Usage(output_tokens=out, output_image_tokens=out),
+    ]
+    costs = []
+    for i in inputs:
+        for o in outputs:
+            usage = Usage(
+                prompt_tokens=i.prompt_tokens,
+                prompt_audio_tokens=i.prompt_audio_tokens,
+                output_tokens=o.output_tokens,
+                thinking_tokens=o.thinking_tokens,
+                output_audio_tokens=o.output_audio_tokens,
+                output_image_tokens=o.output_image_tokens,
+            )
+            try:
+                costs.append(compute_cost(usage, price).usd)
+            except PricingError:
+                continue  # a rate this model lacks is an output it cannot produce
+    return max(costs) if costs else None
+
+
+def estimate_call(
+    catalog: Catalog, model: str, body: Mapping[str, Any], operation: str = "generateContent"
+) -> Estimate:
+    prompt, audio = prompt_tokens(body)
+    out = max_output_tokens(body, catalog.max_output_tokens(model), operation)
+    return Estimate(prompt, audio, out, _worst_cost(catalog, model, prompt, audio, out))

@@ -1,0 +1,229 @@
+"""From policies to store charges, and from counter states to headers, refusals and statuses.
+
+Pure: no I/O, the time passed in. The service strings these together around the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from ..errors import QuotaExceeded
+from .estimate import Estimate
+from .policy import (
+    LimitName,
+    LimitStatus,
+    Policy,
+    format_reset,
+    period_end,
+    period_label,
+    period_start,
+    retry_after,
+    units_to_usd,
+    usd_to_units,
+    utc,
+    window_end,
+    window_index,
+)
+from .store import Charge, ChargeKind, CounterState, Settlement
+
+__all__ = [
+    "ADJECTIVE",
+    "Line",
+    "amount",
+    "counter_name",
+    "plan",
+    "rate_headers",
+    "refusal",
+    "settlements",
+    "status_of",
+    "window_line",
+]
+
+# A period counter outlives its period by more than any hold can (the service caps a hold's
+# life at 4 h), so a late settlement still finds it; a window counter by a minute.
+PERIOD_GRACE = timedelta(days=1)
+WINDOW_GRACE = timedelta(minutes=2)
+# A budget refusal that only in-flight holds caused may fit again as soon as they settle.
+IN_FLIGHT_RETRY = timedelta(seconds=1)
+ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly"}
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One limit of one policy as it applies to one call."""
+
+    policy: Policy
+    limit: LimitName
+    charge: Charge
+    period: str  # day | week | month | minute
+    period_start: datetime
+    resets_at: datetime
+
+
+def counter_name(policy: Policy, limit: LimitName, label: str) -> str:
+    """``t7:*:budget_usd:m2026-11`` (tenant-wide) or ``t7:k12:rpm:29411234`` (one key).
+
+    Counters belong to the tenant or key, not to the policy row: replacing a policy keeps the
+    period's spend. The tenant part leads, the Redis store's hash tag."""
+    scope = "*" if policy.key_id is None else f"k{policy.key_id}"
+    return f"t{policy.tenant_id}:{scope}:{limit}:{label}"
+
+
+def _period_line(
+    policy: Policy, limit: LimitName, limit_value: int, amount: int, now: datetime
+) -> Line:
+    end = period_end(policy.period, now)
+    kind: ChargeKind = "hold" if policy.mode == "hard" else "soft"
+    charge = Charge(
+        counter_name(policy, limit, period_label(policy.period, now)),
+        kind,
+        limit_value,
+        amount if kind == "hold" else 0,
+        end + PERIOD_GRACE,
+    )
+    return Line(policy, limit, charge, policy.period, period_start(policy.period, now), end)
+
+
+def window_line(policy: Policy, limit: LimitName, now: datetime, amount: int) -> Line:
+    end = window_end(now)
+    limit_value = policy.rpm if limit == "rpm" else policy.tpm
+    assert limit_value is not None
+    name = counter_name(policy, limit, str(window_index(now)))
+    charge = Charge(name, "count", limit_value, amount, end + WINDOW_GRACE)
+    return Line(policy, limit, charge, "minute", end - timedelta(minutes=1), end)
+
+
+def plan(
+    policies: Sequence[Policy], est: Estimate, worst_units: int | None, now: datetime
+) -> list[Line]:
+    """The charges a call makes: hard limits hold its worst case, rate limits count it now.
+
+    A call whose cost cannot be estimated (a model the catalog does not price) holds $0: it is
+    still refused once the budget is spent, and the ledger records it as unpriced."""
+    lines = []
+    for p in policies:
+        if p.budget_usd is not None:
+            budget = usd_to_units(p.budget_usd)
+            lines.append(_period_line(p, "budget_usd", budget, worst_units or 0, now))
+        if p.tokens is not None:
+            lines.append(_period_line(p, "tokens", p.tokens, est.total_tokens, now))
+        if p.rpm is not None:
+            lines.append(window_line(p, "rpm", now, 1))
+        if p.tpm is not None:
+            # The prompt counts now; the output is added when the call settles (see settle).
+            lines.append(window_line(p, "tpm", now, est.prompt_tokens))
+    return lines
+
+
+def settlements(
+    lines: Sequence[Line], *, window: int, now: datetime, cost_units: int, tokens: int
+) -> list[tuple[Line | None, Settlement]]:
+    """What a finished call adds: its cost and tokens to period counters (releasing holds), and
+    to TPM the difference between its real tokens and the prompt estimate counted at admission
+    — in the admission's window while it lasts, else only what was lacking, in the current one.
+    Each comes with its period line (for thresholds), or None for a rate window."""
+    out: list[tuple[Line | None, Settlement]] = []
+    for line in lines:
+        c = line.charge
+        if line.limit == "tpm":
+            delta = tokens - c.amount
+            if window_index(now) == window:
+                out.append((None, Settlement(c.counter, delta, False, c.expires_at)))
+            elif delta > 0:
+                cur = window_line(line.policy, "tpm", now, 0).charge
+                out.append((None, Settlement(cur.counter, delta, False, cur.expires_at)))
+        elif line.limit in ("budget_usd", "tokens"):
+            add = cost_units if line.limit == "budget_usd" else tokens
+            out.append((line, Settlement(c.counter, add, c.kind == "hold", c.expires_at)))
+    return out
+
+
+def _remaining(charge: Charge, state: CounterState) -> int:
+    held = state.reserved if charge.kind == "hold" else 0
+    return max(0, charge.limit - state.used - held)
+
+
+def rate_headers(
+    lines: Sequence[Line], states: Sequence[CounterState], now: datetime
+) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* trios: requests from RPM; tokens from TPM, else the token quota.
+    Where a tenant and a key policy both limit, the one with less left is reported."""
+    out: dict[str, str] = {}
+    pairs = list(zip(lines, states, strict=True))
+    for suffix, names in (("requests", ("rpm",)), ("tokens", ("tpm", "tokens"))):
+        for name in names:
+            found = [(ln, st) for ln, st in pairs if ln.limit == name]
+            if found:
+                line, st = min(found, key=lambda p: _remaining(p[0].charge, p[1]))
+                out[f"x-ratelimit-limit-{suffix}"] = str(line.charge.limit)
+                out[f"x-ratelimit-remaining-{suffix}"] = str(_remaining(line.charge, st))
+                seconds = (utc(line.resets_at) - utc(now)).total_seconds()
+                out[f"x-ratelimit-reset-{suffix}"] = format_reset(seconds)
+                break
+    return out
+
+
+def _value(line: Line, units: int) -> Decimal:
+    return units_to_usd(units) if line.limit == "budget_usd" else Decimal(units)
+
+
+def status_of(line: Line, state: CounterState) -> LimitStatus:
+    return LimitStatus(
+        tenant=line.policy.tenant,
+        key_prefix=line.policy.key_prefix,
+        limit=line.limit,
+        mode=line.policy.mode,
+        period=line.period,
+        limit_value=_value(line, line.charge.limit),
+        used=_value(line, state.used),
+        reserved=_value(line, max(0, state.reserved)),
+        resets_at=line.resets_at,
+    )
+
+
+def amount(line: Line, units: int) -> str:
+    """``$0.008`` for a budget, ``8,000 tokens`` for a token quota, for messages and logs."""
+    if line.limit == "budget_usd":
+        return f"${units_to_usd(units).normalize():f}"
+    return f"{units:,} tokens"
+
+
+def refusal(
+    line: Line, state: CounterState, now: datetime, headers: dict[str, str]
+) -> QuotaExceeded:
+    """The 429 for a call that did not fit: what was reached, by whom, and when to retry."""
+    c, p = line.charge, line.policy
+    reset = line.resets_at
+    if c.kind == "hold" and state.used + c.amount <= c.limit:
+        reset = min(reset, now + IN_FLIGHT_RETRY)  # only calls in flight stand in the way
+    at = f"It resets at {utc(line.resets_at).isoformat()}."
+    if line.limit in ("budget_usd", "tokens"):
+        code = "insufficient_quota"
+        what = "budget" if line.limit == "budget_usd" else "token quota"
+        message = (
+            f"Quota exceeded for {p.scope}: {amount(line, state.used)} used of the "
+            f"{amount(line, c.limit)} "
+            f"{ADJECTIVE[line.period]} {what}"
+        )
+        if c.kind == "hold":
+            message += (
+                f", {amount(line, state.reserved)} held by calls in flight; this call may use up "
+                f"to {amount(line, c.amount)} (its prompt and maximum output)"
+            )
+        message += f". {at}"
+    else:
+        code = "rate_limit_exceeded"
+        unit = "requests" if line.limit == "rpm" else "tokens"
+        message = (
+            f"Rate limit reached for {p.scope}: {state.used:,} of {c.limit:,} {unit} per minute "
+            f"used"
+        )
+        if line.limit == "tpm":
+            message += f"; this call's prompt is about {c.amount:,} tokens"
+        message += f". Retry in {retry_after(reset, now)} s."
+    return QuotaExceeded(
+        message, code=code, headers={**headers, "Retry-After": str(retry_after(reset, now))}
+    )
