@@ -16,13 +16,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import metrics
+from .admin.routes import create_admin_app
 from .errors import BadRequest, Envelope, ProxyError, to_response
+from .logs import configure_logging
 from .native import routes as native
 from .openai import routes as openai
 from .services import Services, services
 from .settings import Settings
 
-__all__ = ["create_app", "envelope_for"]
+__all__ = ["app_from_environment", "create_app", "envelope_for"]
 
 log = logging.getLogger("gemini_meter")
 
@@ -80,11 +82,20 @@ async def metrics_endpoint(_: Request) -> Response:
     return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
+def app_from_environment() -> FastAPI:
+    """The app factory uvicorn's worker processes call: settings from their environment."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
 def create_app(settings: Settings, *, svc: Services | None = None) -> FastAPI:
+    admin = create_admin_app()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = svc or Services.build(settings)
-        app.state.services = s
+        app.state.services = admin.state.services = s
         await s.start()
         try:
             yield
@@ -109,6 +120,9 @@ def create_app(settings: Settings, *, svc: Services | None = None) -> FastAPI:
             *openai.routes(),
         ]
     )
+    _install_error_handlers(admin)
+    app.mount("/admin", admin)
+    app.add_middleware(metrics.InFlightMiddleware)
     _install_error_handlers(app)
     return app
 

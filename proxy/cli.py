@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import csv
 import io
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, date, datetime
@@ -19,6 +20,8 @@ from .db.engine import make_engine, make_sessionmaker
 from .db.migrate import upgrade
 from .pricing.catalog import Catalog
 from .pricing.report import format_catalog, format_quote, quote
+from .quotas import QuotaPolicyError, delete_policy, get_policies, set_policy
+from .quotas.service import QuotaService
 from .settings import Settings
 
 __all__ = ["main"]
@@ -51,27 +54,42 @@ class _Session:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from . import metrics
     from .app import create_app
     from .logs import configure_logging
 
-    if args.host:
-        settings.host = args.host
-    if args.port:
-        settings.port = args.port
+    # Command-line flags win over the environment; workers re-read the environment, so the
+    # flags are exported for them.
+    for name in ("host", "port", "workers"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(settings, name, value)
+            os.environ[f"GEMINI_METER_{name.upper()}"] = str(value)
     configure_logging(settings.log_level)
     if settings.is_sqlite:
+        if settings.workers > 1:
+            print(
+                "error: several workers need PostgreSQL; SQLite is single-process", file=sys.stderr
+            )
+            return 2
         upgrade(settings.database_url)
     if not settings.upstream_keys:
         print("warning: GEMINI_API_KEY is not set; model calls will answer 503", file=sys.stderr)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=int(settings.shutdown_grace),
-    )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "loop": "uvloop",
+        "http": "httptools",
+        "timeout_graceful_shutdown": int(settings.shutdown_grace),
+    }
+    if settings.workers > 1:
+        metrics.prepare_multiprocess_dir(settings.metrics_multiproc_dir)
+        uvicorn.run(
+            "proxy.app:app_from_environment", factory=True, workers=settings.workers, **common
+        )
+    else:
+        uvicorn.run(create_app(settings), **common)
     return 0
 
 
@@ -261,6 +279,73 @@ def cmd_prices_quote(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.priced else 1
 
 
+def cmd_quotas_set(args: argparse.Namespace, settings: Settings) -> int:
+    async def go(s: Settings) -> int:
+        try:
+            async with _Session(s) as session:
+                policy = await set_policy(
+                    session,
+                    args.tenant,
+                    key_prefix=args.key,
+                    budget_usd=args.budget,
+                    period=args.period,
+                    tokens=args.tokens,
+                    rpm=args.rpm,
+                    tpm=args.tpm,
+                    allowed_models=None if args.models is None else args.models.split(","),
+                    mode="soft" if args.soft else "hard",
+                )
+        except QuotaPolicyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        sys.stdout.write(orjson.dumps(policy.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+
+    return _run(go, settings)
+
+
+def cmd_quotas_delete(args: argparse.Namespace, settings: Settings) -> int:
+    async def go(s: Settings) -> int:
+        async with _Session(s) as session:
+            deleted = await delete_policy(session, args.tenant, args.key)
+        print("deleted" if deleted else "no such policy", file=sys.stderr)
+        return 0 if deleted else 1
+
+    return _run(go, settings)
+
+
+def cmd_quotas_show(args: argparse.Namespace, settings: Settings) -> int:
+    async def go(s: Settings) -> int:
+        engine = make_engine(s.database_url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                policies = await get_policies(session, args.tenant)
+            service = await QuotaService.create(s, engine, _catalog(s), redis_prefix=s.redis_prefix)
+            try:
+                statuses = await (
+                    service.status(args.tenant) if args.tenant else service.status_all()
+                )
+            finally:
+                await service.aclose()
+        finally:
+            await engine.dispose()
+        if args.format == "json":
+            out = {
+                "policies": [p.to_dict() for p in policies],
+                "limits": [st.to_dict() for st in statuses],
+            }
+            sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return 0
+        header = ["tenant", "key", "limit", "mode", "used", "reserved", "limit_value", "ratio",
+                  "resets_at"]  # fmt: skip
+        rows = [[d[h] if h != "ratio" else f"{d[h]:.1%}" for h in header]
+                for d in (st.to_dict() for st in statuses)]  # fmt: skip
+        _print_table(header, rows)
+        return 0
+
+    return _run(go, settings)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
         return str(obj)  # money stays exact in JSON: a decimal string
@@ -285,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the proxy")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes (PostgreSQL only)")
     serve.set_defaults(fn=cmd_serve)
 
     db = sub.add_parser("db", help="database migrations").add_subparsers(
@@ -323,6 +409,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     usage.add_argument("--format", choices=("table", "json", "csv"), default="table")
     usage.set_defaults(fn=cmd_usage)
+
+    quotas = sub.add_parser("quotas", help="quota policies and their use").add_subparsers(
+        dest="q_cmd", required=True
+    )
+    qs = quotas.add_parser("set", help="create or replace a tenant's (or key's) policy")
+    qs.add_argument("tenant")
+    qs.add_argument("--key", help="narrow the policy to one key (id or display prefix)")
+    qs.add_argument("--budget", help="USD budget per period, e.g. 250.00")
+    qs.add_argument("--period", choices=("day", "week", "month"), default="month")
+    qs.add_argument("--tokens", type=int, help="token quota per period")
+    qs.add_argument("--rpm", type=int, help="requests per minute")
+    qs.add_argument("--tpm", type=int, help="tokens per minute")
+    qs.add_argument("--models", help="allowed models, comma-separated (globs allowed)")
+    qs.add_argument("--soft", action="store_true", help="soft budget: no reservation")
+    qs.set_defaults(fn=cmd_quotas_set)
+    qsh = quotas.add_parser("show", help="use against every limit, with reset times")
+    qsh.add_argument("tenant", nargs="?")
+    qsh.add_argument("--format", choices=("table", "json"), default="table")
+    qsh.set_defaults(fn=cmd_quotas_show)
+    qd = quotas.add_parser("delete", help="remove a tenant's (or key's) policy")
+    qd.add_argument("tenant")
+    qd.add_argument("--key")
+    qd.set_defaults(fn=cmd_quotas_delete)
 
     prices = sub.add_parser("prices", help="list the price catalog, or quote a call")
     prices.add_argument("--price-list", help="a price list other than the default")

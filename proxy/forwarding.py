@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import httpx
 from starlette.requests import Request
@@ -14,7 +15,15 @@ from .metering.call import CallMeter
 from .services import Services, services
 from .streaming import Outcome
 
-__all__ = ["COST_HEADER", "authenticate", "read_whole", "send_metered", "stream_closer"]
+__all__ = [
+    "COST_HEADER",
+    "authenticate",
+    "open_meter",
+    "quota_headers",
+    "read_whole",
+    "send_metered",
+    "stream_closer",
+]
 
 COST_HEADER = "x-gemini-meter-cost-usd"
 
@@ -23,6 +32,35 @@ async def authenticate(request: Request) -> tuple[Services, KeyInfo]:
     svc = services(request)
     key = await svc.keys.authenticate(client_key(request.headers, request.query_params))
     return svc, key
+
+
+async def open_meter(
+    svc: Services,
+    key: KeyInfo,
+    *,
+    route: str,
+    operation: str,
+    model: str,
+    request: Mapping[str, Any],
+    streamed: bool = False,
+    end_user: str | None = None,
+) -> CallMeter:
+    """Admit the call against its tenant's quotas (raising if refused), then open its meter.
+
+    Nothing awaits between the two, so a reservation is always released by the meter's close.
+    """
+    admission = None
+    if svc.quotas is not None:
+        admission = await svc.quotas.admit(key, model=model, request=request, operation=operation)
+    return svc.metering.open(
+        key, route=route, operation=operation, model=model, streamed=streamed,
+        end_user=end_user, admission=admission,
+    )  # fmt: skip
+
+
+def quota_headers(meter: CallMeter) -> dict[str, str]:
+    """The x-ratelimit-* headers of the tenant's limits, for every reply (OpenAI does the same)."""
+    return dict(meter.admission.headers) if meter.admission is not None else {}
 
 
 async def send_metered(

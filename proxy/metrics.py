@@ -51,7 +51,6 @@ __all__ = [
     "QUOTA_USE_RATIO",
     "REQUESTS",
     "REQUEST_DURATION",
-    "TIME_TO_FIRST_BYTE",
     "TIME_TO_FIRST_TOKEN",
     "TOKENS",
     "UNPRICED_CALLS",
@@ -103,8 +102,7 @@ TIME_TO_FIRST_TOKEN = Histogram(
     ["model", "route"],
     buckets=_LATENCY_BUCKETS,
 )
-# The collector's former name, kept while callers move to TIME_TO_FIRST_TOKEN.
-TIME_TO_FIRST_BYTE = TIME_TO_FIRST_TOKEN
+
 UNPRICED_CALLS = Counter(
     "gemini_meter_unpriced_calls_total",
     "Calls whose model has no price in the catalog, by model.",

@@ -9,12 +9,14 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from starlette.requests import Request
 
+from . import metrics
 from .auth import KeyCache
 from .db.engine import make_engine, make_sessionmaker
 from .metering.call import Metering
 from .metering.ledger import LedgerWriter
 from .metering.spool import Spool
 from .pricing.catalog import Catalog
+from .quotas.service import QuotaHooks, QuotaService
 from .settings import Settings
 from .upstream import Upstream
 
@@ -31,6 +33,7 @@ class Services:
     catalog: Catalog
     ledger: LedgerWriter
     metering: Metering
+    quotas: QuotaService | None = None
 
     @classmethod
     def build(
@@ -68,11 +71,23 @@ class Services:
 
     async def start(self) -> None:
         self.ledger.start()
+        self.quotas = await QuotaService.create(
+            self.settings, self.engine, self.catalog, hooks=quota_hooks(),
+            redis_prefix=self.settings.redis_prefix,
+        )  # fmt: skip
+        self.metering.quotas = self.quotas
 
     async def stop(self) -> None:
         await self.upstream.aclose()
+        if self.quotas is not None:
+            await self.quotas.aclose()  # settles what is in flight, before the engine goes
         await self.ledger.stop()
         await self.engine.dispose()
+
+
+def quota_hooks() -> QuotaHooks:
+    m = metrics.QuotaMetrics()
+    return QuotaHooks(on_usage=m.on_usage, on_threshold=m.on_threshold, on_refusal=m.on_refusal)
 
 
 def services(request: Request) -> Services:

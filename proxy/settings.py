@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     # Server
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8080, description="Port to listen on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="uvicorn worker processes; above 1, metrics use multiprocess mode.",
+    )
+    metrics_multiproc_dir: Path | None = Field(
+        default=None,
+        description="Directory for per-worker metric files when workers > 1 (default: a new "
+        "temporary directory); emptied at start.",
+    )
     max_body_bytes: int = Field(
         default=20 * 1024 * 1024,
         description="Largest request body accepted, in bytes (Gemini's inline limit: 20 MB).",
@@ -71,6 +81,11 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None, description="Redis URL for shared quota counters across replicas."
+    )
+    redis_prefix: str = Field(
+        default="gemini-meter:quota:",
+        description="Prefix of every Redis key the proxy writes (one per deployment sharing a "
+        "Redis).",
     )
 
     # Ledger writer

@@ -91,7 +91,10 @@ def pg_url(pg_database: str) -> str:
         try:
             async with engine.begin() as conn:
                 await conn.execute(
-                    text("TRUNCATE usage_events, api_keys, tenants RESTART IDENTITY CASCADE")
+                    text(
+                        "TRUNCATE usage_events, api_keys, tenants, quota_policies,"
+                        " quota_counters, quota_reservations RESTART IDENTITY CASCADE"
+                    )
                 )
         finally:
             await engine.dispose()

@@ -194,11 +194,6 @@ def test_calls_are_counted_by_tenant_model_route_and_status(
     assert sample("gemini_meter_ledger_queue_depth") >= 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy/metering/call.py labels an unknown model by its own name whenever the call is "
-    "priced, and every non-200 call is priced ($0): use catalog.resolve() alone for `known`",
-)
 def test_a_made_up_model_id_is_not_a_label(proxy: RunningProxy, fake: FakeGemini) -> None:
     """A client can send any model id; one the upstream refused is counted as model="other"."""
     req = "gemini_meter_requests_total"

@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import metrics
 from ..db.queries import KeyInfo
@@ -19,6 +19,9 @@ from ..pricing.cost import price_call
 from .ledger import LedgerWriter
 from .ledger_event import LedgerEvent
 from .usage import Usage
+
+if TYPE_CHECKING:
+    from ..quotas.service import Admission, QuotaService
 
 __all__ = ["CallMeter", "MeterResult", "Metering"]
 
@@ -34,6 +37,7 @@ class Metering:
 
     catalog: Catalog
     ledger: LedgerWriter
+    quotas: QuotaService | None = None
     _unpriced_logged: set[str] = field(default_factory=set)
 
     def open(
@@ -45,6 +49,7 @@ class Metering:
         model: str,
         streamed: bool = False,
         end_user: str | None = None,
+        admission: Admission | None = None,
     ) -> CallMeter:
         return CallMeter(
             self,
@@ -54,6 +59,7 @@ class Metering:
             model=model,
             streamed=streamed,
             end_user=end_user,
+            admission=admission,
         )
 
 
@@ -67,6 +73,7 @@ class CallMeter:
     __slots__ = (
         "_closed",
         "_metering",
+        "admission",
         "end_user",
         "error_class",
         "key",
@@ -92,8 +99,10 @@ class CallMeter:
         model: str,
         streamed: bool,
         end_user: str | None,
+        admission: Admission | None = None,
     ) -> None:
         self._metering = metering
+        self.admission = admission
         self._closed = False
         self.key = key
         self.route = route
@@ -147,7 +156,10 @@ class CallMeter:
             pc = price_call(m.catalog, self.model, usage, status=status, at=None)
             cost, priced = pc.cost, pc.priced
             price_list, price_version = pc.price_list, pc.price_version
-        known = priced or m.catalog.resolve(self.model) is not None
+        known = m.catalog.resolve(self.model) is not None
+        if self.admission is not None and m.quotas is not None:
+            # Non-blocking: the real cost replaces the reservation in the background.
+            m.quotas.settle(self.admission, cost_usd=cost, tokens=usage.total_tokens)
 
         m.ledger.submit(
             LedgerEvent(
@@ -201,7 +213,7 @@ class CallMeter:
         metrics.REQUESTS.labels(tenant, model, self.route, f"{status // 100}xx").inc()
         metrics.REQUEST_DURATION.labels(model, self.route).observe(elapsed)
         if self.ttfb is not None:
-            metrics.TIME_TO_FIRST_BYTE.labels(model, self.route).observe(self.ttfb)
+            metrics.TIME_TO_FIRST_TOKEN.labels(model, self.route).observe(self.ttfb)
         for kind, n in (
             ("prompt", usage.prompt_tokens),
             ("cached", usage.cached_tokens),

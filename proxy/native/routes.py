@@ -11,7 +11,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BadRequest, NotFound
-from ..forwarding import COST_HEADER, authenticate, read_whole, send_metered, stream_closer
+from ..forwarding import (
+    COST_HEADER,
+    authenticate,
+    open_meter,
+    quota_headers,
+    read_whole,
+    send_metered,
+    stream_closer,
+)
 from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
 from ..metering.call import CallMeter
 from ..metering.estimate import estimate_text_tokens, request_text
@@ -68,7 +76,10 @@ async def call_model(request: Request) -> Response:
     body = await read_body(request, svc.settings.max_body_bytes)
     payload = parse_json_object(body)
     streamed = method == "streamGenerateContent"
-    meter = svc.metering.open(key, route="native", operation=method, model=model, streamed=streamed)
+    meter = await open_meter(
+        svc, key, route="native", operation=method, model=model, request=payload,
+        streamed=streamed,
+    )  # fmt: skip
     if method in ("embedContent", "batchEmbedContents"):
         meter.estimate(Usage.estimate(estimate_text_tokens(request_text(payload))))
     reply = await send_metered(
@@ -85,7 +96,7 @@ async def call_model(request: Request) -> Response:
         sse = request.query_params.get("alt") == "sse"
         return WatchedStream(  # type: ignore[return-value]
             _forward(reply, meter, SSEDecoder() if sse else JsonArrayDecoder()),
-            headers=reply_headers(reply.headers),
+            headers=reply_headers(reply.headers) | quota_headers(meter),
             on_close=stream_closer(reply, meter),
         )
     return await finish_plain(reply, meter)
@@ -100,7 +111,7 @@ async def finish_plain(reply: httpx.Response, meter: CallMeter) -> Response:
         if obj is not None:
             meter.observe(obj)
     result = meter.close(status, error_class=None if status == 200 else f"upstream_{status}")
-    headers = reply_headers(reply.headers)
+    headers = reply_headers(reply.headers) | quota_headers(meter)
     if result.cost_usd is not None:
         headers[COST_HEADER] = str(result.cost_usd)
     return Response(content, status_code=status, headers=headers)
@@ -137,7 +148,9 @@ async def get_model(request: Request) -> Response:
     model = request.path_params["model"]
     check_model_id(model)
     svc, key = await authenticate(request)
-    meter = svc.metering.open(key, route="native", operation="getModel", model=model)
+    meter = await open_meter(
+        svc, key, route="native", operation="getModel", model=model, request={}
+    )
     reply = await send_metered(
         svc, meter, "GET", f"/{version}/models/{model}", params=_params(request)
     )

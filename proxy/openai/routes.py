@@ -13,7 +13,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import ProxyError
-from ..forwarding import COST_HEADER, authenticate, read_whole, send_metered, stream_closer
+from ..forwarding import (
+    COST_HEADER,
+    authenticate,
+    open_meter,
+    quota_headers,
+    read_whole,
+    send_metered,
+    stream_closer,
+)
 from ..httputil import parse_json_object, read_body
 from ..metering.call import CallMeter, MeterResult
 from ..metering.usage import Usage
@@ -53,8 +61,11 @@ def _upstream_error(reply: httpx.Response, content: bytes) -> Response:
     return _json(body, status, {"retry-after": str(retry)} if retry is not None else None)
 
 
-def _cost_headers(result: MeterResult) -> dict[str, str]:
-    return {COST_HEADER: str(result.cost_usd)} if result.cost_usd is not None else {}
+def _reply_headers(meter: CallMeter, result: MeterResult) -> dict[str, str]:
+    headers = quota_headers(meter)
+    if result.cost_usd is not None:
+        headers[COST_HEADER] = str(result.cost_usd)
+    return headers
 
 
 def _add_cost(body: dict[str, Any], result: MeterResult) -> None:
@@ -69,9 +80,9 @@ async def chat_completions(request: Request) -> Response:
     call = chat_request_to_gemini(payload)
     model = _model_id(call.model)
     method = "streamGenerateContent" if call.stream else "generateContent"
-    meter = svc.metering.open(
-        key, route="openai", operation=method, model=model, streamed=call.stream,
-        end_user=call.user,
+    meter = await open_meter(
+        svc, key, route="openai", operation=method, model=model, request=call.request,
+        streamed=call.stream, end_user=call.user,
     )  # fmt: skip
     reply = await send_metered(
         svc, meter, "POST", f"/v1beta/models/{model}:{method}",
@@ -91,7 +102,8 @@ async def chat_completions(request: Request) -> Response:
         )  # fmt: skip
         return WatchedStream(  # type: ignore[return-value]
             _translate_stream(reply, meter, translator),
-            headers={"content-type": "text/event-stream", "cache-control": "no-cache"},
+            headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+            | quota_headers(meter),
             on_close=stream_closer(reply, meter),
         )
     obj = parse_event(reply.content) or {}
@@ -99,7 +111,7 @@ async def chat_completions(request: Request) -> Response:
     result = meter.close(200)
     body = gemini_reply_to_chat(obj, model=model, completion_id=completion_id, created=created)
     _add_cost(body, result)
-    return _json(body, headers=_cost_headers(result))
+    return _json(body, headers=_reply_headers(meter, result))
 
 
 async def _translate_stream(
@@ -140,9 +152,10 @@ async def embeddings(request: Request) -> Response:
     payload = parse_json_object(await read_body(request, svc.settings.max_body_bytes))
     call = embeddings_request_to_gemini(payload)
     model = _model_id(call.model)
-    meter = svc.metering.open(
-        key, route="openai", operation="batchEmbedContents", model=model, end_user=call.user
-    )
+    meter = await open_meter(
+        svc, key, route="openai", operation="batchEmbedContents", model=model,
+        request=call.request, end_user=call.user,
+    )  # fmt: skip
     tokens = estimate_tokens(call.inputs)
     meter.estimate(Usage.estimate(tokens))
     # Gemini takes at most 100 texts a batch; more become several upstream calls, one row.
@@ -162,7 +175,7 @@ async def embeddings(request: Request) -> Response:
         meter.close(exc.status_code, error_class="upstream_malformed_reply")
         raise
     result = meter.close(200)
-    return _json(body, headers=_cost_headers(result))
+    return _json(body, headers=_reply_headers(meter, result))
 
 
 async def list_models(request: Request) -> Response:
@@ -188,7 +201,9 @@ async def list_models(request: Request) -> Response:
 async def get_model(request: Request) -> Response:
     svc, key = await authenticate(request)
     model = _model_id(request.path_params["model"])
-    meter = svc.metering.open(key, route="openai", operation="getModel", model=model)
+    meter = await open_meter(
+        svc, key, route="openai", operation="getModel", model=model, request={}
+    )
     reply = await send_metered(svc, meter, "GET", f"/v1beta/models/{model}")
     if reply.status_code != 200:
         meter.close(reply.status_code, error_class=f"upstream_{reply.status_code}")

@@ -1,0 +1,161 @@
+"""The admin API under /admin: tenants, keys, quota policies and usage, behind the admin token.
+
+A FastAPI sub-application, so its OpenAPI schema is its own (/admin/openapi.json) and holds
+nothing of the proxy routes. Errors use the OpenAI-style envelope, like every non-native route.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from ..db import queries
+from ..db.tables import ApiKey, Tenant
+from ..errors import Forbidden, NotFound, ProxyError, Unauthenticated
+from ..services import Services, services
+
+__all__ = ["create_admin_app"]
+
+
+# -- auth and session ----------------------------------------------------------------------------
+
+
+def require_admin(request: Request) -> Services:
+    svc = services(request)
+    token = svc.settings.admin_token
+    if token is None:
+        raise Forbidden("The admin API is disabled: set GEMINI_METER_ADMIN_TOKEN to enable it.")
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    # Constant time, and the same answer for a missing and a wrong token.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+        raise Unauthenticated("Admin token missing or wrong.", code="invalid_admin_token")
+    return svc
+
+
+AdminDep = Annotated[Services, Depends(require_admin)]
+
+
+async def session_dep(svc: AdminDep) -> Any:
+    async with svc.sessionmaker() as session:
+        yield session
+        await session.commit()
+
+
+SessionDep = Annotated[AsyncSession, Depends(session_dep)]
+
+
+# -- shapes --------------------------------------------------------------------------------------
+
+
+class TenantIn(BaseModel):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class TenantPatch(BaseModel):
+    disabled: bool | None = None
+
+
+class TenantOut(BaseModel):
+    id: int
+    name: str
+    disabled: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, t: Tenant) -> TenantOut:
+        return cls(id=t.id, name=t.name, disabled=t.disabled, created_at=t.created_at)
+
+
+class KeyIn(BaseModel):
+    name: str | None = Field(default=None, max_length=128)
+
+
+class KeyOut(BaseModel):
+    id: int
+    tenant: str
+    prefix: str
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, k: ApiKey, tenant: str) -> KeyOut:
+        return cls(
+            id=k.id, tenant=tenant, prefix=k.prefix, name=k.name, created_at=k.created_at,
+            revoked_at=k.revoked_at, last_used_at=k.last_used_at,
+        )  # fmt: skip
+
+
+class KeyCreated(KeyOut):
+    secret: str = Field(description="The key itself. Shown once: only its hash is stored.")
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+
+async def _tenant(session: AsyncSession, name: str) -> Tenant:
+    tenant = await queries.get_tenant(session, name)
+    if tenant is None:
+        raise NotFound(f"No tenant named {name!r}.", code="tenant_not_found")
+    return tenant
+
+
+def create_admin_app() -> FastAPI:
+    app = FastAPI(
+        title="gemini-meter admin API",
+        version="1",
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @app.post("/tenants", status_code=201, response_model=TenantOut, tags=["tenants"])
+    async def create_tenant(body: TenantIn, session: SessionDep) -> TenantOut:
+        if await queries.get_tenant(session, body.name) is not None:
+            raise ProxyError(
+                f"Tenant {body.name!r} already exists.", status_code=409, code="tenant_exists"
+            )
+        return TenantOut.of(await queries.create_tenant(session, body.name))
+
+    @app.get("/tenants", response_model=list[TenantOut], tags=["tenants"])
+    async def list_tenants(session: SessionDep) -> list[TenantOut]:
+        return [TenantOut.of(t) for t in await queries.list_tenants(session)]
+
+    @app.get("/tenants/{name}", response_model=TenantOut, tags=["tenants"])
+    async def get_tenant(name: str, session: SessionDep) -> TenantOut:
+        return TenantOut.of(await _tenant(session, name))
+
+    @app.patch("/tenants/{name}", response_model=TenantOut, tags=["tenants"])
+    async def update_tenant(name: str, body: TenantPatch, session: SessionDep) -> TenantOut:
+        tenant = await _tenant(session, name)
+        if body.disabled is not None:
+            tenant.disabled = body.disabled
+        await session.flush()
+        return TenantOut.of(tenant)
+
+    @app.post("/tenants/{name}/keys", status_code=201, response_model=KeyCreated, tags=["keys"])
+    async def create_key(name: str, body: KeyIn, session: SessionDep) -> KeyCreated:
+        tenant = await _tenant(session, name)
+        secret, key = await queries.create_key(session, tenant, body.name)
+        return KeyCreated(**KeyOut.of(key, tenant.name).model_dump(), secret=secret)
+
+    @app.get("/keys", response_model=list[KeyOut], tags=["keys"])
+    async def list_keys(session: SessionDep, tenant: str | None = None) -> list[KeyOut]:
+        return [KeyOut.of(k, t) for k, t in await queries.list_keys(session, tenant)]
+
+    @app.delete("/keys/{key}", status_code=204, tags=["keys"])
+    async def revoke_key(key: str, session: SessionDep) -> Response:
+        """Revoke by id or display prefix; effective on every replica within the key cache TTL."""
+        if await queries.revoke_key(session, key) == 0:
+            raise NotFound(f"No active key {key!r}.", code="key_not_found")
+        return Response(status_code=204)
+
+    return app
