@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hmac
 from datetime import datetime
-from typing import Annotated, Any
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, Field
@@ -17,7 +18,8 @@ from starlette.responses import Response
 
 from ..db import queries
 from ..db.tables import ApiKey, Tenant
-from ..errors import Forbidden, NotFound, ProxyError, Unauthenticated
+from ..errors import BadRequest, Forbidden, NotFound, ProxyError, Unauthenticated
+from ..quotas import QuotaPolicyError, delete_policy, get_policies, set_policy
 from ..services import Services, services
 
 __all__ = ["create_admin_app"]
@@ -98,6 +100,24 @@ class KeyCreated(KeyOut):
     secret: str = Field(description="The key itself. Shown once: only its hash is stored.")
 
 
+class QuotaIn(BaseModel):
+    key: str | None = Field(default=None, description="Narrow to one key (id or display prefix).")
+    budget_usd: Decimal | None = Field(default=None, description="USD budget per period.")
+    period: Literal["day", "week", "month"] = "month"
+    tokens: int | None = Field(default=None, description="Token quota per period.")
+    rpm: int | None = None
+    tpm: int | None = None
+    allowed_models: list[str] | None = Field(
+        default=None, description="Allowed model ids (globs); [] allows none."
+    )
+    mode: Literal["hard", "soft"] = "hard"
+
+
+class QuotaOut(BaseModel):
+    policies: list[dict[str, Any]]
+    limits: list[dict[str, Any]]
+
+
 # -- routes --------------------------------------------------------------------------------------
 
 
@@ -158,4 +178,47 @@ def create_admin_app() -> FastAPI:
             raise NotFound(f"No active key {key!r}.", code="key_not_found")
         return Response(status_code=204)
 
+    @app.put("/tenants/{name}/quota", response_model=QuotaOut, tags=["quotas"])
+    async def set_quota(name: str, body: QuotaIn, svc: AdminDep, session: SessionDep) -> QuotaOut:
+        """Create or replace the policy (a limit left out is removed)."""
+        try:
+            await set_policy(
+                session, name, key_prefix=body.key, budget_usd=body.budget_usd,
+                period=body.period, tokens=body.tokens, rpm=body.rpm, tpm=body.tpm,
+                allowed_models=body.allowed_models, mode=body.mode,
+            )  # fmt: skip
+        except QuotaPolicyError as exc:
+            raise BadRequest(str(exc)) from None
+        await session.commit()
+        return await _quota_state(svc, session, name, refresh=True)
+
+    @app.get("/tenants/{name}/quota", response_model=QuotaOut, tags=["quotas"])
+    async def get_quota(name: str, svc: AdminDep, session: SessionDep) -> QuotaOut:
+        """The tenant's policies and its use against every limit, with reset times."""
+        await _tenant(session, name)
+        return await _quota_state(svc, session, name, refresh=True)
+
+    @app.delete("/tenants/{name}/quota", status_code=204, tags=["quotas"])
+    async def delete_quota(
+        name: str, svc: AdminDep, session: SessionDep, key: str | None = None
+    ) -> Response:
+        if not await delete_policy(session, name, key):
+            raise NotFound(f"No quota policy for {name!r}.", code="policy_not_found")
+        await session.commit()
+        if svc.quotas is not None:
+            await svc.quotas.refresh()
+        return Response(status_code=204)
+
     return app
+
+
+async def _quota_state(
+    svc: Services, session: AsyncSession, tenant: str, *, refresh: bool = False
+) -> QuotaOut:
+    policies = await get_policies(session, tenant)
+    limits: list[dict[str, Any]] = []
+    if svc.quotas is not None:
+        if refresh:  # this replica at once; the others within their refresh interval
+            await svc.quotas.refresh()
+        limits = [st.to_dict() for st in await svc.quotas.status(tenant)]
+    return QuotaOut(policies=[p.to_dict() for p in policies], limits=limits)
