@@ -18,6 +18,7 @@ import orjson
 from .db import queries
 from .db.engine import make_engine, make_sessionmaker
 from .db.migrate import upgrade
+from .db.reports import GROUPS, usage_report
 from .pricing.catalog import Catalog
 from .pricing.report import format_catalog, format_quote, quote
 from .quotas import QuotaPolicyError, delete_policy, get_policies, set_policy
@@ -190,64 +191,40 @@ def _parse_when(value: str) -> datetime:
 def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
     group_by = [g.strip() for g in args.group_by.split(",") if g.strip()]
     for g in group_by:
-        if g not in ("tenant", "model", "key", "day"):
-            print(f"cannot group by {g!r}: use tenant, model, key or day", file=sys.stderr)
+        if g not in GROUPS:
+            print(f"cannot group by {g!r}: use {', '.join(GROUPS)}", file=sys.stderr)
             return 2
 
     async def go(s: Settings) -> int:
         async with _Session(s) as session:
-            rows = await queries.usage_totals(
+            rows = await usage_report(
                 session,
                 since=args.since,
                 until=args.until,
                 tenant=args.tenant,
+                model=args.model,
                 group_by=group_by,
             )
-        header = [
-            *group_by,
-            "requests",
-            "prompt_tokens",
-            "cached_tokens",
-            "output_tokens",
-            "thinking_tokens",
-            "tool_use_prompt_tokens",
-            "audio_prompt_tokens",
-            "total_tokens",
-            "cost_usd",
-            "unpriced",
-            "estimated",
-        ]
-        table = [
-            [
-                *(r.group[g] for g in group_by),
-                r.requests,
-                r.prompt_tokens,
-                r.cached_tokens,
-                r.output_tokens,
-                r.thinking_tokens,
-                r.tool_use_prompt_tokens,
-                r.audio_prompt_tokens,
-                r.total_tokens,
-                r.cost_usd,
-                r.unpriced,
-                r.estimated,
-            ]
-            for r in rows
-        ]
-        if args.format == "json":
-            out = [dict(zip(header, row, strict=True)) for row in table]
-            sys.stdout.write(
-                orjson.dumps(out, default=_json_default, option=orjson.OPT_INDENT_2).decode() + "\n"
-            )
-        elif args.format == "csv":
-            w = csv.writer(sys.stdout)
-            w.writerow(header)
-            w.writerows(table)
-        else:
-            _print_table(header, table)
+        write_usage(sys.stdout, [r.as_dict() for r in rows], args.format)
         return 0
 
     return _run(go, settings)
+
+
+def write_usage(out: Any, rows: list[dict[str, Any]], fmt: str) -> None:
+    """A usage report as a table, CSV or JSON (costs as decimal strings)."""
+    if fmt == "json":
+        out.write(orjson.dumps(rows, default=_json_default, option=orjson.OPT_INDENT_2).decode())
+        out.write("\n")
+        return
+    header = list(rows[0]) if rows else ["requests", "cost_usd"]
+    table = [[r[h] for h in header] for r in rows]
+    if fmt == "csv":
+        w = csv.writer(out)
+        w.writerow(header)
+        w.writerows(table)
+    else:
+        _print_table(header, table, out)
 
 
 def _catalog(settings: Settings) -> Catalog:
@@ -352,7 +329,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError
 
 
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], out: Any = None) -> None:
     cells = [[str(c) for c in header], *[["" if c is None else str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     buf = io.StringIO()
@@ -360,7 +337,7 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         buf.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
         if n == 0:
             buf.write("  ".join("-" * w for w in widths) + "\n")
-    sys.stdout.write(buf.getvalue())
+    (out or sys.stdout).write(buf.getvalue())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -402,10 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     usage = sub.add_parser("usage", help="usage totals over a time range")
     usage.add_argument("--tenant")
+    usage.add_argument("--model")
     usage.add_argument("--from", dest="since", type=_parse_when, help="start (inclusive), UTC")
     usage.add_argument("--to", dest="until", type=_parse_when, help="end (exclusive), UTC")
     usage.add_argument(
-        "--group-by", default="tenant,model", help="tenant, model, key, day (comma-separated)"
+        "--group-by", default="tenant,model", help="tenant, model, key, day, hour (comma-separated)"
     )
     usage.add_argument("--format", choices=("table", "json", "csv"), default="table")
     usage.set_defaults(fn=cmd_usage)

@@ -92,7 +92,7 @@ def pg_url(pg_database: str) -> str:
             async with engine.begin() as conn:
                 await conn.execute(
                     text(
-                        "TRUNCATE usage_events, api_keys, tenants, quota_policies,"
+                        "TRUNCATE usage_events, usage_rollups, api_keys, tenants, quota_policies,"
                         " quota_counters, quota_reservations RESTART IDENTITY CASCADE"
                     )
                 )

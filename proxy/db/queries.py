@@ -8,17 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from .tables import ApiKey, Tenant, UsageEvent
+from .tables import ApiKey, Tenant, UsageEvent, UsageRollup
 
 __all__ = [
     "KeyInfo",
-    "UsageRow",
     "create_key",
     "create_tenant",
     "hash_key",
@@ -27,7 +26,6 @@ __all__ = [
     "list_tenants",
     "lookup_key",
     "revoke_key",
-    "usage_totals",
 ]
 
 KEY_PREFIX = "gm-"
@@ -122,107 +120,80 @@ async def lookup_key(session: AsyncSession, key_hash: str) -> KeyInfo | None:
     )
 
 
+def _insert(conn: AsyncConnection, table: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database dialect {conn.dialect.name}")  # pragma: no cover
+
+
 async def insert_usage_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Insert ledger rows, skipping ids already present (a replayed batch never doubles)."""
+    """Insert ledger rows and add them to the hourly rollups, in the caller's transaction.
+
+    Ids already present are skipped (a replayed batch never doubles a row), and only the rows
+    this insert really added go into the rollups, so ledger and rollups always agree.
+    """
     if not rows:
         return
-    table = UsageEvent
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
-    elif conn.dialect.name == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise RuntimeError(f"unsupported database dialect {conn.dialect.name}")
-    await conn.execute(stmt, rows)
+    stmt = (
+        _insert(conn, UsageEvent)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(UsageEvent.id)
+    )
+    # One statement per row keeps RETURNING exact on both drivers; the batch is one transaction.
+    inserted: set[str] = set()
+    result = await conn.execute(stmt, rows)
+    inserted.update(result.scalars().all())
+    await add_to_rollups(conn, [r for r in rows if r["id"] in inserted])
+
+
+_ROLLUP_SUMS = (
+    "prompt_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "thinking_tokens",
+    "tool_use_prompt_tokens",
+    "audio_prompt_tokens",
+    "total_tokens",
+)
+
+
+def hour_of(ts: datetime) -> datetime:
+    ts = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+async def add_to_rollups(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    buckets: dict[tuple[datetime, int, int, str], dict[str, Any]] = {}
+    for r in rows:
+        k = (hour_of(r["created_at"]), r["tenant_id"], r["key_id"] or 0, r["model"])
+        b = buckets.get(k)
+        if b is None:
+            b = buckets[k] = {
+                "bucket": k[0], "tenant_id": k[1], "key_id": k[2], "model": k[3],
+                "requests": 0, **dict.fromkeys(_ROLLUP_SUMS, 0), "cost_usd": Decimal(0),
+                "unpriced": 0, "estimated": 0, "errors": 0,
+            }  # fmt: skip
+        b["requests"] += 1
+        for c in _ROLLUP_SUMS:
+            b[c] += r[c]
+        b["cost_usd"] += r["cost_usd"] or 0
+        b["unpriced"] += 0 if r["priced"] else 1
+        b["estimated"] += 1 if r["estimated"] else 0
+        b["errors"] += 0 if r["status"] == 200 else 1
+    if not buckets:
+        return
+    ins = _insert(conn, UsageRollup)
+    added = ("requests", *_ROLLUP_SUMS, "cost_usd", "unpriced", "estimated", "errors")
+    stmt = ins.on_conflict_do_update(
+        index_elements=["bucket", "tenant_id", "key_id", "model"],
+        set_={c: getattr(UsageRollup, c) + getattr(ins.excluded, c) for c in added},
+    )
+    # Sorted: concurrent writers (workers, replicas) take row locks in one order, no deadlock.
+    await conn.execute(stmt, [buckets[k] for k in sorted(buckets)])
 
 
 async def touch_keys(conn: AsyncConnection, last_used: dict[int, datetime]) -> None:
     for key_id, ts in last_used.items():
         await conn.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=ts))
-
-
-GroupBy = Literal["tenant", "model", "key", "day"]
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    group: dict[str, Any]
-    requests: int
-    prompt_tokens: int
-    cached_tokens: int
-    output_tokens: int
-    thinking_tokens: int
-    tool_use_prompt_tokens: int
-    audio_prompt_tokens: int
-    total_tokens: int
-    cost_usd: Decimal
-    unpriced: int
-    estimated: int
-
-
-async def usage_totals(
-    session: AsyncSession,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    tenant: str | None = None,
-    group_by: Sequence[GroupBy] = ("tenant", "model"),
-) -> list[UsageRow]:
-    """Totals of the ledger over [since, until), grouped as asked."""
-    ue = UsageEvent
-    columns: dict[str, Any] = {
-        "tenant": Tenant.name,
-        "model": ue.model,
-        "key": ue.key_id,
-        "day": func.date(ue.created_at),
-    }
-    keys = [columns[g].label(g) for g in group_by]
-    stmt = (
-        select(
-            *keys,
-            func.count().label("requests"),
-            func.coalesce(func.sum(ue.prompt_tokens), 0),
-            func.coalesce(func.sum(ue.cached_tokens), 0),
-            func.coalesce(func.sum(ue.output_tokens), 0),
-            func.coalesce(func.sum(ue.thinking_tokens), 0),
-            func.coalesce(func.sum(ue.tool_use_prompt_tokens), 0),
-            func.coalesce(func.sum(ue.audio_prompt_tokens), 0),
-            func.coalesce(func.sum(ue.total_tokens), 0),
-            func.coalesce(func.sum(ue.cost_usd), 0),
-            func.count().filter(ue.priced.is_(False)),
-            func.count().filter(ue.estimated.is_(True)),
-        )
-        .join(Tenant, Tenant.id == ue.tenant_id)
-        .group_by(*keys)
-        .order_by(*keys)
-    )
-    if since is not None:
-        stmt = stmt.where(ue.created_at >= since)
-    if until is not None:
-        stmt = stmt.where(ue.created_at < until)
-    if tenant is not None:
-        stmt = stmt.where(Tenant.name == tenant)
-    out = []
-    for row in (await session.execute(stmt)).all():
-        n = len(keys)
-        vals = list(row)
-        out.append(
-            UsageRow(
-                group={
-                    g: (str(v) if g == "day" else v)
-                    for g, v in zip(group_by, vals[:n], strict=True)
-                },
-                requests=int(vals[n]),
-                prompt_tokens=int(vals[n + 1]),
-                cached_tokens=int(vals[n + 2]),
-                output_tokens=int(vals[n + 3]),
-                thinking_tokens=int(vals[n + 4]),
-                tool_use_prompt_tokens=int(vals[n + 5]),
-                audio_prompt_tokens=int(vals[n + 6]),
-                total_tokens=int(vals[n + 7]),
-                cost_usd=Decimal(vals[n + 8]),
-                unpriced=int(vals[n + 9]),
-                estimated=int(vals[n + 10]),
-            )
-        )
-    return out

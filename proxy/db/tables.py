@@ -34,6 +34,7 @@ __all__ = [
     "QuotaReservation",
     "Tenant",
     "UsageEvent",
+    "UsageRollup",
 ]
 
 # Named constraints so Alembic migrations are stable across SQLite and PostgreSQL.
@@ -210,3 +211,29 @@ class QuotaReservation(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_quota_reservations_counter_expires", "counter_key", "expires_at"),)
+
+
+class UsageRollup(Base):
+    """Usage summed per hour, tenant, key and model — written in the same transaction as the
+    ledger rows it sums, from exactly the rows that insert added, so the two always agree."""
+
+    __tablename__ = "usage_rollups"
+
+    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # 0: no key
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    thinking_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    tool_use_prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    audio_prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
+    unpriced: Mapped[int] = mapped_column(BigInteger, default=0)
+    estimated: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_usage_rollups_tenant_bucket", "tenant_id", "bucket"),)
