@@ -74,8 +74,16 @@ def _events(
     return events
 
 
-def _naive(rows: list[dict[str, Any]], since: datetime | None, until: datetime | None,
-           group_by: tuple[str, ...], keys: dict[int, tuple[str, str]]) -> dict[tuple[Any, ...], dict[str, Any]]:  # fmt: skip
+Totals = dict[tuple[Any, ...], dict[str, Any]]
+
+
+def _naive(
+    rows: list[dict[str, Any]],
+    since: datetime | None,
+    until: datetime | None,
+    group_by: tuple[str, ...],
+    keys: dict[int, tuple[str, str]],
+) -> Totals:
     out: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(lambda: defaultdict(int))
     for r in rows:
         ts = (
