@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import metrics
-from .admin.routes import create_admin_app
+from .admin.routes import create_admin_app, tenant_usage
 from .errors import BadRequest, Envelope, ProxyError, to_response
 from .logs import configure_logging
 from .native import routes as native
@@ -116,6 +116,7 @@ def create_app(settings: Settings, *, svc: Services | None = None) -> FastAPI:
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/v1/models", _models, methods=["GET"]),
             Route("/v1/models/{model}", _model, methods=["GET"]),
+            Route("/v1/usage", tenant_usage, methods=["GET"]),
             *native.routes(),
             *openai.routes(),
         ]

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -19,6 +16,7 @@ from .db import queries
 from .db.engine import make_engine, make_sessionmaker
 from .db.migrate import upgrade
 from .db.reports import GROUPS, usage_report
+from .formats import print_table, write_usage
 from .pricing.catalog import Catalog
 from .pricing.report import format_catalog, format_quote, quote
 from .quotas import QuotaPolicyError, delete_policy, get_policies, set_policy
@@ -120,7 +118,7 @@ def cmd_tenants_list(_: argparse.Namespace, settings: Settings) -> int:
                 [t.id, t.name, "disabled" if t.disabled else "active", t.created_at.isoformat()]
                 for t in await queries.list_tenants(session)
             ]
-        _print_table(["id", "name", "state", "created"], rows)
+        print_table(["id", "name", "state", "created"], rows)
         return 0
 
     return _run(go, settings)
@@ -158,7 +156,7 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
                 ]
                 for k, tenant in await queries.list_keys(session, args.tenant)
             ]
-        _print_table(["id", "tenant", "prefix", "name", "state", "last used"], rows)
+        print_table(["id", "tenant", "prefix", "name", "state", "last used"], rows)
         return 0
 
     return _run(go, settings)
@@ -209,22 +207,6 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return _run(go, settings)
-
-
-def write_usage(out: Any, rows: list[dict[str, Any]], fmt: str) -> None:
-    """A usage report as a table, CSV or JSON (costs as decimal strings)."""
-    if fmt == "json":
-        out.write(orjson.dumps(rows, default=_json_default, option=orjson.OPT_INDENT_2).decode())
-        out.write("\n")
-        return
-    header = list(rows[0]) if rows else ["requests", "cost_usd"]
-    table = [[r[h] for h in header] for r in rows]
-    if fmt == "csv":
-        w = csv.writer(out)
-        w.writerow(header)
-        w.writerows(table)
-    else:
-        _print_table(header, table, out)
 
 
 def _catalog(settings: Settings) -> Catalog:
@@ -317,27 +299,10 @@ def cmd_quotas_show(args: argparse.Namespace, settings: Settings) -> int:
                   "resets_at"]  # fmt: skip
         rows = [[d[h] if h != "ratio" else f"{d[h]:.1%}" for h in header]
                 for d in (st.to_dict() for st in statuses)]  # fmt: skip
-        _print_table(header, rows)
+        print_table(header, rows)
         return 0
 
     return _run(go, settings)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Decimal):
-        return str(obj)  # money stays exact in JSON: a decimal string
-    raise TypeError
-
-
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], out: Any = None) -> None:
-    cells = [[str(c) for c in header], *[["" if c is None else str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    buf = io.StringIO()
-    for n, row in enumerate(cells):
-        buf.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
-        if n == 0:
-            buf.write("  ".join("-" * w for w in widths) + "\n")
-    (out or sys.stdout).write(buf.getvalue())
 
 
 def build_parser() -> argparse.ArgumentParser:

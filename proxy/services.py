@@ -14,6 +14,7 @@ from .auth import KeyCache
 from .db.engine import make_engine, make_sessionmaker
 from .metering.call import Metering
 from .metering.ledger import LedgerWriter
+from .metering.retention import Retention
 from .metering.spool import Spool
 from .pricing.catalog import Catalog
 from .quotas.service import QuotaHooks, QuotaService
@@ -34,6 +35,7 @@ class Services:
     ledger: LedgerWriter
     metering: Metering
     quotas: QuotaService | None = None
+    retention: Retention | None = None
 
     @classmethod
     def build(
@@ -76,8 +78,13 @@ class Services:
             redis_prefix=self.settings.redis_prefix,
         )  # fmt: skip
         self.metering.quotas = self.quotas
+        if self.settings.ledger_retention_days:
+            self.retention = Retention(self.engine, self.settings.ledger_retention_days)
+            self.retention.start()
 
     async def stop(self) -> None:
+        if self.retention is not None:
+            await self.retention.stop()
         await self.upstream.aclose()
         if self.quotas is not None:
             await self.quotas.aclose()  # settles what is in flight, before the engine goes

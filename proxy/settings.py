@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         default=0.5, description="Seconds between ledger flushes when the queue is not full."
     )
 
+    ledger_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Drop raw ledger rows older than this many days (hourly); the hourly "
+        "rollups, and so every report on whole hours, are kept. Unset keeps everything.",
+    )
     spool_dir: Path = Field(
         default=Path("./spool"),
         description="Directory of the durable ledger spool used while the database is down.",

@@ -7,22 +7,27 @@ nothing of the proxy routes. Errors use the OpenAI-style envelope, like every no
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
+import io
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+import orjson
+from fastapi import Depends, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from ..db import queries
+from ..db.reports import GROUPS, usage_report
 from ..db.tables import ApiKey, Tenant
 from ..errors import BadRequest, Forbidden, NotFound, ProxyError, Unauthenticated
+from ..formats import write_usage
+from ..forwarding import authenticate
 from ..quotas import QuotaPolicyError, delete_policy, get_policies, set_policy
 from ..services import Services, services
 
-__all__ = ["create_admin_app"]
+__all__ = ["FromQ", "GroupQ", "ToQ", "create_admin_app", "tenant_usage", "usage_response"]
 
 
 # -- auth and session ----------------------------------------------------------------------------
@@ -54,6 +59,11 @@ SessionDep = Annotated[AsyncSession, Depends(session_dep)]
 
 
 # -- shapes --------------------------------------------------------------------------------------
+
+KeyQ = Annotated[int | None, Query(description="A key id.")]
+FromQ = Annotated[datetime | None, Query(alias="from", description="Start, inclusive (UTC).")]
+ToQ = Annotated[datetime | None, Query(alias="to", description="End, exclusive (UTC).")]
+GroupQ = Annotated[str, Query(description=f"Comma-separated, any of {', '.join(GROUPS)}.")]
 
 
 class TenantIn(BaseModel):
@@ -178,6 +188,23 @@ def create_admin_app() -> FastAPI:
             raise NotFound(f"No active key {key!r}.", code="key_not_found")
         return Response(status_code=204)
 
+    @app.get("/usage", tags=["usage"], response_model=list[dict[str, Any]])
+    async def usage(
+        session: SessionDep,
+        tenant: str | None = None,
+        model: str | None = None,
+        key: KeyQ = None,
+        since: FromQ = None,
+        until: ToQ = None,
+        group_by: GroupQ = "tenant,model",
+        format: Literal["json", "csv"] = "json",
+    ) -> Response:
+        """Requests, tokens by kind and cost (decimal strings) over [from, to), grouped."""
+        return await usage_response(
+            session, tenant=tenant, model=model, key=key, since=since, until=until,
+            group_by=group_by, fmt=format,
+        )  # fmt: skip
+
     @app.put("/tenants/{name}/quota", response_model=QuotaOut, tags=["quotas"])
     async def set_quota(name: str, body: QuotaIn, svc: AdminDep, session: SessionDep) -> QuotaOut:
         """Create or replace the policy (a limit left out is removed)."""
@@ -210,6 +237,63 @@ def create_admin_app() -> FastAPI:
         return Response(status_code=204)
 
     return app
+
+
+async def usage_response(
+    session: AsyncSession,
+    *,
+    tenant: str | None,
+    model: str | None,
+    key: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    group_by: str,
+    fmt: str,
+) -> Response:
+    """A usage report as JSON or CSV; shared by /admin/usage and the tenants' /v1/usage."""
+    groups = [g.strip() for g in group_by.split(",") if g.strip()]
+    bad = [g for g in groups if g not in GROUPS]
+    if bad:
+        raise BadRequest(f"Cannot group by {bad[0]!r}: use {', '.join(GROUPS)}.", param="group_by")
+    rows = await usage_report(
+        session, since=since, until=until, tenant=tenant, model=model, key=key,
+        group_by=groups,  # type: ignore[arg-type]
+    )  # fmt: skip
+    if fmt == "csv":
+        buf = io.StringIO()
+        write_usage(buf, [r.as_dict() for r in rows], "csv")
+        return Response(buf.getvalue(), media_type="text/csv")
+    body = [
+        {k: str(v) if isinstance(v, Decimal) else v for k, v in r.as_dict().items()} for r in rows
+    ]
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def tenant_usage(request: Request) -> Response:
+    """GET /v1/usage: a tenant's own usage, with its own key; never another tenant's."""
+    svc, key = await authenticate(request)
+    q = request.query_params
+    if q.get("tenant") not in (None, key.tenant_name):
+        raise Forbidden("A tenant key reads its own tenant's usage only.", param="tenant")
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise BadRequest("format must be json or csv.", param="format")
+    async with svc.sessionmaker() as session:
+        return await usage_response(
+            session, tenant=key.tenant_name, model=q.get("model"), key=None,
+            since=_when(q.get("from"), "from"), until=_when(q.get("to"), "to"),
+            group_by=q.get("group_by", "model"), fmt=fmt,
+        )  # fmt: skip
+
+
+def _when(value: str | None, param: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"{param} must be an ISO date or timestamp.", param=param) from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 async def _quota_state(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -88,7 +88,7 @@ async def list_keys(
     if tenant is not None:
         stmt = stmt.where(Tenant.name == tenant)
     rows = await session.execute(stmt.order_by(ApiKey.id))
-    return [(k, n) for k, n in rows.tuples()]
+    return [(k, n) for k, n in rows.all()]
 
 
 async def revoke_key(session: AsyncSession, key: str) -> int:
@@ -197,3 +197,10 @@ async def add_to_rollups(conn: AsyncConnection, rows: list[dict[str, Any]]) -> N
 async def touch_keys(conn: AsyncConnection, last_used: dict[int, datetime]) -> None:
     for key_id, ts in last_used.items():
         await conn.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=ts))
+
+
+async def delete_events_before(conn: AsyncConnection, cutoff: datetime, limit: int) -> int:
+    """Delete up to ``limit`` ledger rows older than ``cutoff``; the rollups keep their sums."""
+    doomed = select(UsageEvent.id).where(UsageEvent.created_at < cutoff).limit(limit)
+    result = await conn.execute(delete(UsageEvent).where(UsageEvent.id.in_(doomed)))
+    return int(result.rowcount)
