@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from .streaming import Outcome
 
 __all__ = [
     "COST_HEADER",
+    "OVERHEAD_HEADER",
     "authenticate",
     "open_meter",
     "quota_headers",
@@ -26,6 +28,7 @@ __all__ = [
 ]
 
 COST_HEADER = "x-gemini-meter-cost-usd"
+OVERHEAD_HEADER = "x-gemini-meter-overhead-ms"
 
 
 async def authenticate(request: Request) -> tuple[Services, KeyInfo]:
@@ -75,6 +78,7 @@ async def send_metered(
     stream: bool = False,
 ) -> httpx.Response:
     """Send upstream; a call that gets no reply is still metered before the error propagates."""
+    sent = time.perf_counter()
     try:
         upstream = await svc.upstream.send(
             method, path, params=params or [], content=content, headers=headers, stream=stream
@@ -83,7 +87,11 @@ async def send_metered(
         meter.close(exc.status_code, error_class=type(exc).__name__)
         raise
     meter.retries = upstream.retries
-    if not stream:
+    if stream:
+        # The rest of a stream's time is the upstream generating: overhead is what came before.
+        meter.pre_upstream = sent - meter.started
+    else:
+        meter.upstream_seconds += time.perf_counter() - sent
         meter.first_byte()
     return upstream.response
 

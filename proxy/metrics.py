@@ -46,6 +46,7 @@ __all__ = [
     "LEDGER_WRITE_FAILURES",
     "MULTIPROC_ENV",
     "OPEN_STREAMS",
+    "PROXY_OVERHEAD",
     "QUOTA_REJECTIONS",
     "QUOTA_THRESHOLD_CROSSINGS",
     "QUOTA_USE_RATIO",
@@ -94,6 +95,13 @@ REQUEST_DURATION = Histogram(
     "Time from the call's arrival to its last byte, by model and route.",
     ["model", "route"],
     buckets=_LATENCY_BUCKETS,
+)
+PROXY_OVERHEAD = Histogram(
+    "gemini_meter_proxy_overhead_seconds",
+    "Time spent in the proxy itself: a call's duration minus the time waiting on the upstream "
+    "(for streams, the time before the request went upstream), by route.",
+    ["route"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "gemini_meter_time_to_first_token_seconds",

@@ -363,3 +363,14 @@ def test_upstream_key_never_in_replies(proxy: RunningProxy) -> None:
         )
         assert UPSTREAM_KEY not in r.text
         assert all(UPSTREAM_KEY not in v for v in r.headers.values())
+
+
+def test_overhead_header_is_the_time_outside_the_upstream(proxy: RunningProxy) -> None:
+    proxy.fake.enqueue(Hang(0.3, then=text_reply("ok")), action="generateContent")
+    r = _post(proxy, "/v1beta/models/gemini-2.5-flash:generateContent", b"{}")
+    overhead = float(r.headers["x-gemini-meter-overhead-ms"])
+    [row] = proxy.rows()
+    # The 300 ms the upstream took is not the proxy's: overhead is the rest of the call's time.
+    assert row["latency_ms"] >= 300
+    assert 0 <= overhead < row["latency_ms"] - 250
+    assert "gemini_meter_proxy_overhead_seconds_bucket" in httpx.get(f"{proxy.url}/metrics").text

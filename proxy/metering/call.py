@@ -67,6 +67,7 @@ class Metering:
 class MeterResult:
     cost_usd: Decimal | None
     usage: Usage
+    overhead_ms: float = 0.0
 
 
 class CallMeter:
@@ -80,12 +81,14 @@ class CallMeter:
         "model",
         "model_version",
         "operation",
+        "pre_upstream",
         "response_id",
         "retries",
         "route",
         "started",
         "streamed",
         "ttfb",
+        "upstream_seconds",
         "usage",
     )
 
@@ -112,6 +115,8 @@ class CallMeter:
         self.end_user = end_user
         self.started = time.perf_counter()
         self.ttfb: float | None = None
+        self.upstream_seconds = 0.0  # time spent waiting on the upstream (see overhead)
+        self.pre_upstream: float | None = None  # streams: time before the call went upstream
         self.usage: Usage | None = None
         self.response_id: str | None = None
         self.model_version: str | None = None
@@ -195,7 +200,13 @@ class CallMeter:
             )
         )
         self._count(usage, status, elapsed, cost, priced, model_known=known or status == 200)
-        return MeterResult(cost, usage)
+        overhead = (
+            self.pre_upstream
+            if self.pre_upstream is not None
+            else max(0.0, elapsed - self.upstream_seconds)
+        )
+        metrics.PROXY_OVERHEAD.labels(self.route).observe(overhead)
+        return MeterResult(cost, usage, overhead * 1e3)
 
     def _count(
         self,

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 from ..errors import BadRequest, NotFound
 from ..forwarding import (
     COST_HEADER,
+    OVERHEAD_HEADER,
     authenticate,
     open_meter,
     quota_headers,
@@ -112,6 +113,7 @@ async def finish_plain(reply: httpx.Response, meter: CallMeter) -> Response:
             meter.observe(obj)
     result = meter.close(status, error_class=None if status == 200 else f"upstream_{status}")
     headers = reply_headers(reply.headers) | quota_headers(meter)
+    headers[OVERHEAD_HEADER] = f"{result.overhead_ms:.3f}"
     if result.cost_usd is not None:
         headers[COST_HEADER] = str(result.cost_usd)
     return Response(content, status_code=status, headers=headers)

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from ..errors import ProxyError
 from ..forwarding import (
     COST_HEADER,
+    OVERHEAD_HEADER,
     authenticate,
     open_meter,
     quota_headers,
@@ -63,6 +64,7 @@ def _upstream_error(reply: httpx.Response, content: bytes) -> Response:
 
 def _reply_headers(meter: CallMeter, result: MeterResult) -> dict[str, str]:
     headers = quota_headers(meter)
+    headers[OVERHEAD_HEADER] = f"{result.overhead_ms:.3f}"
     if result.cost_usd is not None:
         headers[COST_HEADER] = str(result.cost_usd)
     return headers
