@@ -39,6 +39,7 @@ class WatchedStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome: Outcome = "failed"
+        sent_all = False
         try:
             async with anyio.create_task_group() as tg:
 
@@ -47,8 +48,10 @@ class WatchedStream:
                     while True:
                         message = await receive()
                         if message["type"] == "http.disconnect":
-                            outcome = "client_disconnected"
-                            tg.cancel_scope.cancel()
+                            # Servers also report the end of a finished response this way.
+                            if not sent_all:
+                                outcome = "client_disconnected"
+                                tg.cancel_scope.cancel()
                             return
 
                 tg.start_soon(watch_disconnect)
@@ -62,6 +65,7 @@ class WatchedStream:
                     )
                     async for chunk in self._chunks:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    sent_all = True
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     outcome = "completed"
                 except OSError:  # the server says the client is gone (ASGI 2.4 ClientDisconnected)

@@ -155,12 +155,15 @@ def test_sigkill_with_a_full_spool_then_restart_writes_it(
 async def test_client_disconnect_mid_stream_records_usage_so_far(proxy: RunningProxy) -> None:
     events = stream_events(["one", " two", " three"], usage_metadata(40, 9))
     proxy.fake.enqueue(StreamReply(events, hold_after=1))
-    async with httpx.AsyncClient(timeout=10) as client, client.stream(
-        "POST",
-        f"{proxy.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
-        headers={"x-goog-api-key": proxy.key},
-        json=BODY,
-    ) as r:
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        client.stream(
+            "POST",
+            f"{proxy.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            headers={"x-goog-api-key": proxy.key},
+            json=BODY,
+        ) as r,
+    ):
         first = await anext(r.aiter_bytes())
         assert b'"one"' in first
         # leaving the block closes the connection mid-stream
@@ -227,3 +230,60 @@ def test_single_key_429_passes_through_without_retry(proxy: RunningProxy) -> Non
     )  # fmt: skip
     assert r.status_code == 429
     assert len(proxy.fake.requests) == 1  # retrying the same key's quota only burns time
+
+
+def test_sigterm_lets_an_open_stream_finish_and_meters_it(
+    tmp_path: Path, fake_server: tuple[FakeGemini, str], fake: FakeGemini
+) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'grace.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMINI_")} | {
+        "GEMINI_API_KEY": UPSTREAM_KEY,
+        "GEMINI_METER_UPSTREAM_URL": fake_server[1],
+        "GEMINI_METER_DATABASE_URL": db,
+        "GEMINI_METER_SPOOL_DIR": str(tmp_path / "spool"),
+        "GEMINI_METER_SHUTDOWN_GRACE": "10",
+    }
+    subprocess.run([sys.executable, "-m", "proxy", "db", "upgrade"], env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "proxy", "tenants", "create", "team-a"], env=env, check=True
+    )
+    key = subprocess.run(
+        [sys.executable, "-m", "proxy", "keys", "create", "--tenant", "team-a"],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _healthy(port))
+        fake.enqueue(
+            StreamReply(stream_events(["a", "b", "c"], usage_metadata(33, 3)), hold_after=1)
+        )
+        with httpx.stream(
+            "POST",
+            f"http://127.0.0.1:{port}/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+            params={"alt": "sse", "key": key}, json=BODY, timeout=20,
+        ) as r:  # fmt: skip
+            it = r.iter_bytes()
+            assert b'"a"' in next(it)
+            proc.send_signal(signal.SIGTERM)  # mid-stream
+            time.sleep(0.5)
+            assert proc.poll() is None  # still serving the open stream
+            fake.release()
+            rest = b"".join(it)
+        assert b'"c"' in rest
+        proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [row] = run_sync(lambda: fetch_rows(db))
+    assert row["prompt_tokens"] == 33 and row["error_class"] is None
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
