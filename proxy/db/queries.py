@@ -148,7 +148,8 @@ async def insert_usage_events(conn: AsyncConnection, rows: list[dict[str, Any]])
     await add_to_rollups(conn, [r for r in rows if r["id"] in inserted])
 
 
-_ROLLUP_SUMS = (
+# The token columns summed by the rollups and the reports.
+TOKEN_SUMS = (
     "prompt_tokens",
     "cached_tokens",
     "output_tokens",
@@ -172,11 +173,11 @@ async def add_to_rollups(conn: AsyncConnection, rows: list[dict[str, Any]]) -> N
         if b is None:
             b = buckets[k] = {
                 "bucket": k[0], "tenant_id": k[1], "key_id": k[2], "model": k[3],
-                "requests": 0, **dict.fromkeys(_ROLLUP_SUMS, 0), "cost_usd": Decimal(0),
+                "requests": 0, **dict.fromkeys(TOKEN_SUMS, 0), "cost_usd": Decimal(0),
                 "unpriced": 0, "estimated": 0, "errors": 0,
             }  # fmt: skip
         b["requests"] += 1
-        for c in _ROLLUP_SUMS:
+        for c in TOKEN_SUMS:
             b[c] += r[c]
         b["cost_usd"] += r["cost_usd"] or 0
         b["unpriced"] += 0 if r["priced"] else 1
@@ -185,7 +186,7 @@ async def add_to_rollups(conn: AsyncConnection, rows: list[dict[str, Any]]) -> N
     if not buckets:
         return
     ins = _insert(conn, UsageRollup)
-    added = ("requests", *_ROLLUP_SUMS, "cost_usd", "unpriced", "estimated", "errors")
+    added = ("requests", *TOKEN_SUMS, "cost_usd", "unpriced", "estimated", "errors")
     stmt = ins.on_conflict_do_update(
         index_elements=["bucket", "tenant_id", "key_id", "model"],
         set_={c: getattr(UsageRollup, c) + getattr(ins.excluded, c) for c in added},

@@ -17,22 +17,14 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .queries import hour_of
+from .queries import TOKEN_SUMS, hour_of
 from .tables import ApiKey, Tenant, UsageEvent, UsageRollup
 
 __all__ = ["GROUPS", "GroupBy", "UsageRow", "usage_report"]
 
 GroupBy = Literal["tenant", "model", "key", "day", "hour"]
 GROUPS: tuple[GroupBy, ...] = ("tenant", "model", "key", "day", "hour")
-_SUMS = (
-    "prompt_tokens",
-    "cached_tokens",
-    "output_tokens",
-    "thinking_tokens",
-    "tool_use_prompt_tokens",
-    "audio_prompt_tokens",
-    "total_tokens",
-)
+_SUMS = TOKEN_SUMS
 
 
 @dataclass(slots=True)
