@@ -14,7 +14,7 @@ import orjson
 
 from .db import queries
 from .db.engine import make_engine, make_sessionmaker
-from .db.migrate import upgrade
+from .db.migrate import upgrade, upgrade_async
 from .db.reports import GROUPS, usage_report
 from .formats import print_table, write_usage
 from .pricing.catalog import Catalog
@@ -34,10 +34,15 @@ class _Session:
     """``async with _Session(settings) as session``: one committed unit of work for a command."""
 
     def __init__(self, settings: Settings) -> None:
+        self._url = settings.database_url
+        self._sqlite = settings.is_sqlite
         self._engine = make_engine(settings.database_url)
         self._sm = make_sessionmaker(self._engine)
 
     async def __aenter__(self) -> Any:
+        if self._sqlite:
+            # The embedded default migrates itself, whichever command runs first.
+            await upgrade_async(self._url)
         self._session = self._sm()
         return self._session
 
