@@ -71,6 +71,7 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:  # report, don't raise: this is the health check
         checks["database"] = f"error: {type(exc).__name__}"
     checks["upstream_key"] = "ok" if svc.settings.upstream_keys else "missing"
+    checks["quota_policies"] = "ok" if svc.quotas is None or svc.quotas.loaded else "not loaded"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

@@ -60,7 +60,8 @@ def test_healthz_says_the_process_is_up(proxy: RunningProxy) -> None:
 def test_readyz_checks_database_and_upstream_key(proxy: RunningProxy) -> None:
     reply = httpx.get(f"{proxy.url}/readyz")
     assert reply.status_code == 200
-    assert reply.json() == {"ready": True, "checks": {"database": "ok", "upstream_key": "ok"}}
+    checks = {"database": "ok", "upstream_key": "ok", "quota_policies": "ok"}
+    assert reply.json() == {"ready": True, "checks": checks}
 
 
 def test_readyz_without_an_upstream_key(
@@ -69,7 +70,11 @@ def test_readyz_without_an_upstream_key(
     p = start_proxy(sqlite_url, gemini_api_key=None)
     reply = httpx.get(f"{p.url}/readyz")
     assert reply.status_code == 503
-    assert reply.json()["checks"] == {"database": "ok", "upstream_key": "missing"}
+    assert reply.json()["checks"] == {
+        "database": "ok",
+        "upstream_key": "missing",
+        "quota_policies": "ok",
+    }
     assert httpx.get(f"{p.url}/healthz").status_code == 200  # up, just not ready
 
 
@@ -83,6 +88,8 @@ def test_readyz_with_the_database_unreachable(
         body = reply.json()
         assert body["ready"] is False and body["checks"]["database"].startswith("error: ")
         assert body["checks"]["upstream_key"] == "ok"
+        # Started without its database: it serves, but no call passes unchecked quotas.
+        assert body["checks"]["quota_policies"] == "not loaded"
         assert httpx.get(f"{base}/healthz").status_code == 200
 
 

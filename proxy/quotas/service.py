@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..db.queries import KeyInfo
@@ -95,6 +96,7 @@ class QuotaService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._unpriced_logged: set[str] = set()
+        self.loaded = False  # policies read at least once
         self._quiet_until: dict[str, float] = {}
 
     @classmethod
@@ -125,7 +127,11 @@ class QuotaService:
             hold_seconds=hold_seconds, refresh_interval=refresh_interval,
         )  # fmt: skip
         try:
-            await svc.refresh()  # fails loudly if the quota tables are missing (db upgrade)
+            await svc.refresh()
+        except (OperationalError, InterfaceError, OSError) as exc:
+            # Database unreachable at start: serve anyway (the ledger spools), but refuse calls
+            # until the policies are loaded, so no budget is overshot meanwhile.
+            log.error("quota policies not loaded (%s); retrying every %ss", exc, refresh_interval)
         except BaseException:
             await store.aclose()
             raise
@@ -147,6 +153,11 @@ class QuotaService:
         operation: str = "generateContent",
     ) -> Admission:
         """Refuse (QuotaExceeded 429, Forbidden 403) or hold the call's worst case."""
+        if not self.loaded:
+            raise ServiceUnavailable(
+                "Quota policies are not loaded yet (database unreachable); retry shortly.",
+                headers={"Retry-After": "1"},
+            )
         policies = [
             p
             for p in self._by_tenant.get(key.tenant_id, ())
@@ -292,6 +303,7 @@ class QuotaService:
             by_tenant.setdefault(p.tenant_id, []).append(p)
         self._seeder.saw(policies, self._now())
         self._by_tenant = {t: tuple(ps) for t, ps in by_tenant.items()}
+        self.loaded = True
 
     async def _heartbeat(self) -> None:
         now = self._now()
