@@ -56,6 +56,7 @@ __all__ = [
     "TOKENS",
     "UNPRICED_CALLS",
     "UPSTREAM_ERRORS",
+    "UPSTREAM_RETRIES",
     "InFlightMiddleware",
     "QuotaMetrics",
     "is_multiprocess",
@@ -111,6 +112,12 @@ TIME_TO_FIRST_TOKEN = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+UPSTREAM_RETRIES = Counter(
+    "gemini_meter_upstream_retries_total",
+    "Extra upstream attempts made before the first byte reached the client, by what was "
+    "retried: connect, timeout, or the HTTP status.",
+    ["status"],
+)
 UNPRICED_CALLS = Counter(
     "gemini_meter_unpriced_calls_total",
     "Calls whose model has no price in the catalog, by model.",

@@ -124,6 +124,7 @@ class Upstream:
             except httpx.TimeoutException as exc:
                 metrics.UPSTREAM_ERRORS.labels("timeout").inc()
                 if attempt < self._retries and isinstance(exc, httpx.ConnectTimeout):
+                    metrics.UPSTREAM_RETRIES.labels("timeout").inc()
                     attempt += 1
                     await self._sleep(attempt)
                     continue
@@ -132,6 +133,7 @@ class Upstream:
                 metrics.UPSTREAM_ERRORS.labels("connect").inc()
                 log.warning("upstream connection failed: %s", type(exc).__name__)
                 if attempt < self._retries:
+                    metrics.UPSTREAM_RETRIES.labels("connect").inc()
                     attempt += 1
                     await self._sleep(attempt)
                     continue
@@ -142,6 +144,7 @@ class Upstream:
             if status == 429:
                 self.keys.cool_down(idx)
             if status in _RETRY_STATUSES and attempt < self._retries and self._may_retry(status):
+                metrics.UPSTREAM_RETRIES.labels(str(status)).inc()
                 await response.aclose()
                 attempt += 1
                 await self._sleep(attempt)

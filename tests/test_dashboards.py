@@ -325,6 +325,12 @@ def test_every_panel_query_returns_series_from_real_traffic(
                 f"{proxy.url}/v1beta/models/gemini-2.5-flash:generateContent", json=BODY, headers=a
             )
             assert r.status_code == 400
+            # One 503 the proxy retries: the retry panels need one.
+            fake.enqueue(ErrorReply(503), action="generateContent")
+            r = client.post(
+                f"{proxy.url}/v1beta/models/gemini-2.5-flash:generateContent", json=BODY, headers=a
+            )
+            assert r.status_code == 200
             # A model with no price: the unpriced panels need one.
             r = client.post(
                 f"{proxy.url}/v1beta/models/gemini-0-unreleased:generateContent",
@@ -353,9 +359,9 @@ def test_every_panel_query_returns_series_from_real_traffic(
     with prometheus_scraping(proxy.url, tmp_path) as prom, httpx.Client(timeout=10) as client:
         traffic(1)
         # Prometheus applies its targets 5 s after it starts: the first scrape comes then.
-        wait_for_value(client, prom, calls_of_a, 4)
+        wait_for_value(client, prom, calls_of_a, 5)
         traffic(2)
-        wait_for_value(client, prom, calls_of_a, 8)  # now every series has two samples or more
+        wait_for_value(client, prom, calls_of_a, 10)  # now every series has two samples or more
 
         failures: list[str] = []
         for where, _, target in all_targets():

@@ -256,3 +256,17 @@ def test_unknown_routes_and_methods_answer_in_an_envelope(harness: Any) -> None:
         and native_missing.json()["error"]["status"] == "NOT_FOUND"
     )
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["message"]
+
+
+def test_cors_is_off(harness: Any) -> None:
+    loop, client, key, _ = harness
+
+    async def go() -> list[httpx.Response]:
+        origin = {"origin": "https://evil.example", "access-control-request-method": "POST"}
+        return [
+            await client.options("/v1/chat/completions", headers=origin),
+            await client.get("/v1/models", headers={**origin, "authorization": f"Bearer {key}"}),
+        ]
+
+    for r in loop.run_until_complete(go()):
+        assert not any(h.startswith("access-control-") for h in r.headers)
