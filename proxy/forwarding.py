@@ -6,7 +6,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx
 from starlette.requests import Request
 
 from .auth import client_key
@@ -15,6 +14,7 @@ from .errors import ProxyError
 from .metering.call import CallMeter
 from .services import Services, services
 from .streaming import Outcome
+from .upstream import UpstreamResponse
 
 __all__ = [
     "COST_HEADER",
@@ -76,7 +76,7 @@ async def send_metered(
     content: bytes | None = None,
     headers: dict[str, str] | None = None,
     stream: bool = False,
-) -> httpx.Response:
+) -> UpstreamResponse:
     """Send upstream; a call that gets no reply is still metered before the error propagates."""
     sent = time.perf_counter()
     try:
@@ -96,7 +96,7 @@ async def send_metered(
     return upstream.response
 
 
-async def read_whole(reply: httpx.Response) -> bytes:
+async def read_whole(reply: UpstreamResponse) -> bytes:
     """The body of a reply opened as a stream (a stream that failed before its first event)."""
     if not reply.is_closed:
         try:
@@ -106,7 +106,9 @@ async def read_whole(reply: httpx.Response) -> bytes:
     return reply.content
 
 
-def stream_closer(reply: httpx.Response, meter: CallMeter) -> Callable[[Outcome], Awaitable[None]]:
+def stream_closer(
+    reply: UpstreamResponse, meter: CallMeter
+) -> Callable[[Outcome], Awaitable[None]]:
     """The end of a forwarded stream: close the upstream reply, then the meter, once."""
 
     async def on_close(outcome: Outcome) -> None:

@@ -10,15 +10,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
 from . import metrics
 from .errors import ServiceUnavailable, UpstreamTimeout, UpstreamUnreachable
+from .upstream_aiohttp import AiohttpSender
 
-__all__ = ["KeyPool", "Upstream", "UpstreamReply"]
+__all__ = ["KeyPool", "Upstream", "UpstreamReply", "UpstreamResponse"]
 
 log = logging.getLogger("gemini_meter.upstream")
 
@@ -57,9 +59,24 @@ class KeyPool:
         self._cool_until[idx] = time.monotonic() + seconds
 
 
+class UpstreamResponse(Protocol):
+    """What the routes use of a reply, whichever client made it (aiohttp, or httpx in tests)."""
+
+    status_code: int
+    is_closed: bool
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content(self) -> bytes: ...
+    async def aread(self) -> bytes: ...
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+    async def aclose(self) -> None: ...
+
+
 @dataclass(slots=True)
 class UpstreamReply:
-    response: httpx.Response
+    response: UpstreamResponse
     retries: int
 
 
@@ -79,6 +96,17 @@ class Upstream:
         self.keys = KeyPool(keys)
         self._retries = retries
         self._backoff = backoff
+        # aiohttp in production; an httpx transport given by a test (ASGITransport) keeps httpx.
+        self._aio = (
+            AiohttpSender(
+                base_url,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                max_connections=max_connections,
+            )
+            if transport is None
+            else None
+        )
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
@@ -92,7 +120,26 @@ class Upstream:
         )
 
     async def aclose(self) -> None:
+        if self._aio is not None:
+            await self._aio.aclose()
         await self._client.aclose()
+
+    async def _open(
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        content: bytes | None,
+        headers: dict[str, str],
+    ) -> UpstreamResponse:
+        if self._aio is not None:
+            return await self._aio.open(
+                method, path, params=params, content=content, headers=headers
+            )
+        request = self._client.build_request(
+            method, path, params=list(params), content=content, headers=headers
+        )
+        return await self._client.send(request, stream=True)
 
     async def send(
         self,
@@ -116,11 +163,8 @@ class Upstream:
             idx = self.keys.pick()
             hdrs = dict(headers or {})
             hdrs["x-goog-api-key"] = self.keys.key(idx)
-            request = self._client.build_request(
-                method, path, params=list(params), content=content, headers=hdrs
-            )
             try:
-                response = await self._client.send(request, stream=True)
+                response = await self._open(method, path, params, content, hdrs)
             except httpx.TimeoutException as exc:
                 metrics.UPSTREAM_ERRORS.labels("timeout").inc()
                 if attempt < self._retries and isinstance(exc, httpx.ConnectTimeout):

@@ -74,6 +74,8 @@ class CallMeter:
     __slots__ = (
         "_closed",
         "_metering",
+        "_usage",
+        "_usage_md",
         "admission",
         "end_user",
         "error_class",
@@ -89,7 +91,6 @@ class CallMeter:
         "streamed",
         "ttfb",
         "upstream_seconds",
-        "usage",
     )
 
     def __init__(
@@ -117,7 +118,8 @@ class CallMeter:
         self.ttfb: float | None = None
         self.upstream_seconds = 0.0  # time spent waiting on the upstream (see overhead)
         self.pre_upstream: float | None = None  # streams: time before the call went upstream
-        self.usage: Usage | None = None
+        self._usage: Usage | None = None
+        self._usage_md: dict[str, Any] | None = None
         self.response_id: str | None = None
         self.model_version: str | None = None
         self.error_class: str | None = None
@@ -127,11 +129,23 @@ class CallMeter:
         if self.ttfb is None:
             self.ttfb = time.perf_counter() - self.started
 
+    @property
+    def usage(self) -> Usage | None:
+        # Parsed on demand: a stream carries usageMetadata on every event and only the last
+        # one counts (counts are cumulative), so parsing each one as it passes is wasted work.
+        if self._usage_md is not None:
+            self._usage, self._usage_md = Usage.from_metadata(self._usage_md), None
+        return self._usage
+
+    @usage.setter
+    def usage(self, value: Usage | None) -> None:
+        self._usage, self._usage_md = value, None
+
     def observe(self, reply: dict[str, Any]) -> None:
         """Take usage and ids from a reply or stream event (the last usage seen wins)."""
         md = reply.get("usageMetadata")
         if isinstance(md, dict):
-            self.usage = Usage.from_metadata(md)
+            self._usage_md = md
         rid = reply.get("responseId")
         if isinstance(rid, str):
             self.response_id = rid[:128]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -50,4 +50,9 @@ class LedgerEvent:
     id: str = field(default_factory=new_event_id)
 
     def as_row(self) -> dict[str, Any]:
-        return asdict(self)
+        # Every field is a scalar: a shallow dict. dataclasses.asdict deep-copies each value
+        # (Decimal, datetime) and cost ~20 µs of CPU per event on the proxy's only core.
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(f.name for f in fields(LedgerEvent))

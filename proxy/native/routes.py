@@ -27,6 +27,7 @@ from ..metering.estimate import estimate_text_tokens, request_text
 from ..metering.usage import Usage
 from ..sse import EventDecoder, JsonArrayDecoder, SSEDecoder, parse_event
 from ..streaming import WatchedStream
+from ..upstream import UpstreamResponse
 
 __all__ = ["check_model_id", "get_model", "list_models", "routes"]
 
@@ -103,7 +104,7 @@ async def call_model(request: Request) -> Response:
     return await finish_plain(reply, meter)
 
 
-async def finish_plain(reply: httpx.Response, meter: CallMeter) -> Response:
+async def finish_plain(reply: UpstreamResponse, meter: CallMeter) -> Response:
     """A whole (non-stream, or failed stream) reply: observe, price, pass through."""
     content = await read_whole(reply)
     status = reply.status_code
@@ -120,7 +121,7 @@ async def finish_plain(reply: httpx.Response, meter: CallMeter) -> Response:
 
 
 async def _forward(
-    reply: httpx.Response, meter: CallMeter, decoder: EventDecoder
+    reply: UpstreamResponse, meter: CallMeter, decoder: EventDecoder
 ) -> AsyncIterator[bytes]:
     try:
         async for chunk in reply.aiter_bytes():

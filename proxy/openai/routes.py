@@ -30,6 +30,7 @@ from ..native.routes import check_model_id
 from ..pricing.catalog import normalize_model
 from ..sse import SSEDecoder, encode_sse, parse_event
 from ..streaming import WatchedStream
+from ..upstream import UpstreamResponse
 from .chat import chat_request_to_gemini, gemini_reply_to_chat, new_completion_id
 from .embeddings import embeddings_request_to_gemini, estimate_tokens, gemini_embeddings_to_openai
 from .errors import UpstreamStreamError, openai_error_from_upstream, upstream_retry_after
@@ -56,7 +57,7 @@ def _model_id(model: str) -> str:
     return normalize_model(model)
 
 
-def _upstream_error(reply: httpx.Response, content: bytes) -> Response:
+def _upstream_error(reply: UpstreamResponse, content: bytes) -> Response:
     status, body = openai_error_from_upstream(reply.status_code, content)
     retry = upstream_retry_after(content)
     return _json(body, status, {"retry-after": str(retry)} if retry is not None else None)
@@ -117,7 +118,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _translate_stream(
-    reply: httpx.Response, meter: CallMeter, translator: ChatStreamTranslator
+    reply: UpstreamResponse, meter: CallMeter, translator: ChatStreamTranslator
 ) -> AsyncIterator[bytes]:
     decoder = SSEDecoder()
     try:

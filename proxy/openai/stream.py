@@ -63,13 +63,13 @@ class ChatStreamTranslator:
         self._include_usage = include_usage
         self._new_call_id = new_call_id
         self._choices: dict[int, _ChoiceState] = {}
-        self._usage: Usage | None = None
+        self._usage_md: Mapping[str, Any] | None = None  # the last usageMetadata, parsed on use
         self._closed = False
 
     @property
     def usage(self) -> Usage | None:
         """The last ``usageMetadata`` seen (counts are cumulative), or None if none came."""
-        return self._usage
+        return None if self._usage_md is None else Usage.from_metadata(self._usage_md)
 
     def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Chunks for one parsed upstream event; raises UpstreamStreamError on an error event."""
@@ -82,7 +82,7 @@ class ChatStreamTranslator:
             )
         metadata = event.get("usageMetadata")
         if isinstance(metadata, Mapping):
-            self._usage = Usage.from_metadata(metadata)
+            self._usage_md = metadata
         deltas: list[ChunkChoice] = []
         finishes: list[ChunkChoice] = []
         candidates = event.get("candidates")
@@ -117,7 +117,7 @@ class ChatStreamTranslator:
         chunks = [self._chunk(c) for c in (deltas, finishes) if c]
         if self._include_usage:
             chunk = self._chunk([])
-            chunk["usage"] = completion_usage(self._usage or Usage())
+            chunk["usage"] = completion_usage(self.usage or Usage())
             chunks.append(chunk)
         return [cast(dict[str, Any], c) for c in chunks]
 

@@ -381,7 +381,8 @@ class FakeGemini:
             case "batchEmbedContents" if not get:
                 pool = fixture("batch_embed_contents")["embeddings"]
                 body = req.json()
-                n = len(body.get("requests") or []) if isinstance(body, dict) else 0
+                requests = body.get("requests") if isinstance(body, dict) else None
+                n = len(requests) if isinstance(requests, list) else 0  # fuzzed bodies too
                 return JsonReply({"embeddings": [pool[i % len(pool)] for i in range(n)]})
         return JsonReply(error_body(404, f"Fake Gemini has no {req.method} {req.path}."), 404)
 
