@@ -1,0 +1,136 @@
+"""A/B of proxy trees: CPU per request and throughput of each, measured the same way in turn.
+
+    python -m bench.compare /path/to/tree-a /path/to/tree-b [--seconds 8] [--rounds 2]
+
+Each tree is a checkout (or any folder) with a ``proxy/`` package. For each round, each tree in
+turn is started (pinned as in ``bench.run``), warmed up, and driven at 16 concurrent requests on
+three workloads — native non-stream, OpenAI non-stream, OpenAI streams — while its CPU time is
+read from /proc. CPU µs per request is the figure to compare: on a shared machine it moves far
+less than requests/s. ``BENCH_PROXY_PYTHON`` runs the trees on another interpreter (a venv with
+an extra dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .driver.client import run_closed_loop, summarize
+from .procs import cpu_seconds, machine_busy_seconds
+from .run import UPSTREAM_POOL
+from .scenarios import arun, targets_for
+from .stack import Fake, Ledger, Meter, snapshot_source
+
+__all__ = ["main"]
+
+WORKLOADS = (("native", False), ("openai", False), ("openai", True))
+
+
+def measure_tree(
+    tree: Path, fake: Fake, rundir: Path, seconds: float, cpus: tuple[list[int] | None, ...]
+) -> dict[str, dict[str, float]]:
+    server, _ = cpus
+    work = Path(tempfile.mkdtemp(dir=rundir))
+    src = snapshot_source(tree, work)
+    ledger = Meter.setup_ledger(src, Ledger.sqlite(work), fake.url)
+    meter = Meter.start(
+        src,
+        ledger,
+        fake.url,
+        cpus=server,
+        log_level="info",
+        extra_env={"GEMINI_METER_UPSTREAM_MAX_CONNECTIONS": UPSTREAM_POOL},
+    )
+    out: dict[str, dict[str, float]] = {}
+    try:
+        targets = {t.name: t for t in targets_for(fake, meter, None)}
+        for route, stream in WORKLOADS:
+            t = targets[route]
+            req = t.stream_request() if stream else t.request()
+            arun(run_closed_loop(t.host, t.port, [req], concurrency=16, duration=1.0))
+            c0, m0 = cpu_seconds(meter.proc.pid), machine_busy_seconds()
+            st = arun(
+                run_closed_loop(
+                    t.host,
+                    t.port,
+                    [req],
+                    concurrency=16,
+                    duration=seconds,
+                    stagger=0.18 if stream else 0.0,
+                )
+            )
+            cpu = cpu_seconds(meter.proc.pid) - c0
+            busy = machine_busy_seconds() - m0
+            n = len(st.results)
+            bad = sum(1 for r in st.results if r.error or r.status != 200)
+            lat = summarize([r.first_body_s if stream else r.total_s for r in st.results])
+            out[f"{route}{'-stream' if stream else ''}"] = {
+                "cpu_us_per_req": 1e6 * cpu / n if n else 0.0,
+                "rps": n / st.elapsed,
+                "p50_ms": lat.get("p50_ms", 0.0),
+                "failed": bad,
+                "machine_busy_pct": 100 * busy / st.elapsed / (os.cpu_count() or 1),
+            }
+    finally:
+        meter.proc.stop()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("trees", nargs="+", type=Path)
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--rounds", type=int, default=2)
+    args = p.parse_args(argv)
+    cpus = sorted(os.sched_getaffinity(0))
+    server, load = (cpus[-1:], cpus[:-1]) if len(cpus) >= 2 else (None, None)
+    if load:
+        os.sched_setaffinity(0, set(load))
+    rundir = Path(tempfile.mkdtemp(prefix="gemini-meter-compare-"))
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {str(t): [] for t in args.trees}
+    fake = Fake.start(rundir, load)
+    try:
+        for r in range(args.rounds):
+            for tree in args.trees:
+                res = measure_tree(tree.resolve(), fake, rundir, args.seconds, (server, load))
+                runs[str(tree)].append(res)
+                print(
+                    f"round {r + 1} {tree}: "
+                    + ", ".join(
+                        f"{k} {v['cpu_us_per_req']:.0f} µs/req {v['rps']:.0f}/s"
+                        for k, v in res.items()
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        fake.proc.stop()
+        shutil.rmtree(rundir, ignore_errors=True)
+    names = [f"{r}{'-stream' if s else ''}" for r, s in WORKLOADS]
+    header = ["tree", *(f"{n} CPU µs/req" for n in names), *(f"{n} req/s" for n in names)]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    base: dict[str, float] | None = None
+    for tree, rounds in runs.items():
+        cpu = {n: statistics.median(x[n]["cpu_us_per_req"] for x in rounds) for n in names}
+        rps = {n: statistics.median(x[n]["rps"] for x in rounds) for n in names}
+        base = base or cpu
+        cells: list[Any] = [Path(tree).name]
+        cells += [f"{cpu[n]:.0f} ({cpu[n] / base[n]:.2f}×)" for n in names]
+        cells += [f"{rps[n]:.0f}" for n in names]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Load drivers: wrk (``post.lua``) and the asyncio + httptools client."""
