@@ -9,17 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import threading
 from typing import Any
 
 
+def _free_port_below_ephemeral() -> int:
+    # Below Linux's ephemeral range (32768+): while the line is cut, the kernel cannot hand
+    # this port to some outgoing connection, so restore() can always listen on it again.
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randrange(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 class TcpCut:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port: int = probe.getsockname()[1]
+        self.port = _free_port_below_ephemeral()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
