@@ -168,14 +168,16 @@ class CallMeter:
         elapsed = time.perf_counter() - self.started
         m = self._metering
 
+        catalog_id: str | None = None
         if self.operation in FREE_OPERATIONS:
             cost: Decimal | None = Decimal(0)
             priced, price_list, price_version = True, None, None
         else:
             pc = price_call(m.catalog, self.model, usage, status=status, at=None)
             cost, priced = pc.cost, pc.priced
-            price_list, price_version = pc.price_list, pc.price_version
-        known = m.catalog.resolve(self.model) is not None
+            price_list, price_version, catalog_id = pc.price_list, pc.price_version, pc.model
+        # A priced call already found its catalog entry; look it up only when it did not.
+        known = catalog_id is not None or m.catalog.resolve(self.model) is not None
         if self.admission is not None and m.quotas is not None:
             # Non-blocking: the real cost replaces the reservation in the background.
             m.quotas.settle(self.admission, cost_usd=cost, tokens=usage.total_tokens)
