@@ -48,6 +48,9 @@ def _setup(
         "ws": "none",  # importing websockets would only add deprecation noise
         "loop": "asyncio",
         "timeout_graceful_shutdown": 2,  # a hung request must not stall the test run
+        # Longer than any pause in a test: an idle keep-alive connection closed by the server
+        # just as a client reuses it is a client-side race, not what a test means to check.
+        "timeout_keep_alive": 30,
     }
     config = uvicorn.Config(app, host=host, port=port, **(settings | options))
     # Bind here so the chosen port is known before the server thread starts.

@@ -45,7 +45,7 @@ class TcpCut:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._call(self._close_all(stop_listening=True))
+        self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
@@ -64,6 +64,14 @@ class TcpCut:
             self._server = await asyncio.start_server(
                 self._handle, "127.0.0.1", self.port, reuse_address=True
             )
+
+    async def _shutdown(self) -> None:
+        await self._close_all(stop_listening=True)
+        # Let the pipes end here rather than be destroyed pending when the loop closes.
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _close_all(self, *, stop_listening: bool) -> None:
         if stop_listening and self._server is not None:
