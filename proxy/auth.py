@@ -94,6 +94,3 @@ class KeyCache:
             raise
         finally:
             del self._pending[digest]
-
-    def invalidate(self) -> None:
-        self._cache.clear()

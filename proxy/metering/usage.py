@@ -7,7 +7,7 @@ Gemini's counts are cumulative within a stream, so a stream's usage is the LAST
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Usage"]
@@ -75,6 +75,3 @@ class Usage:
     @classmethod
     def estimate(cls, prompt_tokens: int, output_tokens: int = 0) -> Usage:
         return cls(prompt_tokens=prompt_tokens, output_tokens=output_tokens, estimated=True)
-
-    def as_estimated(self) -> Usage:
-        return replace(self, estimated=True)

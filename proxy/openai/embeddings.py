@@ -28,6 +28,8 @@ from proxy.openai.validate import opt_int, opt_str, req_list, req_object, req_st
 from proxy.wire.gemini import BatchEmbedContentsRequest, EmbedContentRequest
 from proxy.wire.openai import CreateEmbeddingResponse, Embedding
 
+from ..metering.estimate import CHARS_PER_TOKEN
+
 __all__ = [
     "GEMINI_BATCH_LIMIT",
     "EmbeddingsCall",
@@ -37,7 +39,6 @@ __all__ = [
 ]
 
 GEMINI_BATCH_LIMIT: Final = 100
-_CHARS_PER_TOKEN: Final = 4
 _FIELDS: Final = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
 
 
@@ -131,7 +132,7 @@ def embeddings_request_to_gemini(body: Any) -> EmbeddingsCall:
 def estimate_tokens(texts: Iterable[str]) -> int:
     """About 4 characters per token (Gemini's rule of thumb for English); at least 1 per
     non-empty text. Used when no count is available; the ledger marks it estimated."""
-    return sum(math.ceil(len(t) / _CHARS_PER_TOKEN) for t in texts)
+    return sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts)
 
 
 def _values(embedding: Any, index: int) -> list[float]:
