@@ -77,7 +77,8 @@ def aggregate(raw: Path, top: int = 30) -> tuple[int, Counter[str], Counter[str]
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack:
+        # A frame name can hold a newline (generated code): its pieces are not samples.
+        if not stack or not count.isdigit():
             continue
         n = int(count)
         total += n

@@ -49,6 +49,7 @@ class LedgerWriter:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._urgent = False  # a flush is waiting: write what is queued without delay
         self._failures = 0
         self._retry_at = 0.0  # monotonic time before which the database is not tried again
         self._spooled = 0  # events in the spool, as far as this process knows
@@ -62,7 +63,6 @@ class LedgerWriter:
         """Queue one event. Never blocks and never raises on the request path."""
         self._queue.append(event)
         self._idle.clear()
-        metrics.LEDGER_QUEUE_DEPTH.set(len(self._queue))
         if len(self._queue) >= self._batch_size:
             self._wake.set()
 
@@ -72,6 +72,7 @@ class LedgerWriter:
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event queued so far is written or spooled; False on timeout."""
+        self._urgent = True
         self._wake.set()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
@@ -108,18 +109,24 @@ class LedgerWriter:
             if not self._queue:
                 if not self._closing:
                     await self._replay_one()
-                self._idle.set()
-                if self._closing:
-                    return
+                if not self._queue:  # (events may have come while the replay ran)
+                    self._urgent = False
+                    self._idle.set()
+                    if self._closing:
+                        return
+            metrics.LEDGER_QUEUE_DEPTH.set(len(self._queue))
+            if len(self._queue) < self._batch_size and not (self._closing or self._urgent):
+                # One write per interval, not one per handful of events: each write has a fixed
+                # cost (transaction, statements, commit) on the loop that serves the calls.
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._flush_interval)
-                continue
+                if not self._queue:
+                    continue
             batch = [self._queue[i] for i in range(min(self._batch_size, len(self._queue)))]
             if await self._write_or_spool(batch):
                 for _ in batch:
                     self._queue.popleft()
-                metrics.LEDGER_QUEUE_DEPTH.set(len(self._queue))
             elif not self._closing:
                 await asyncio.sleep(self._backoff())
 

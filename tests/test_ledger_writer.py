@@ -1,0 +1,109 @@
+"""The ledger writer's cadence: events trickling in become one batch per interval, and a flush
+writes at once — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from proxy import metrics
+from proxy.db import queries
+from proxy.db.engine import make_engine, make_sessionmaker
+from proxy.db.tables import UsageEvent, UsageRollup
+from proxy.metering.ledger import LedgerWriter
+from proxy.metering.ledger_event import LedgerEvent
+
+
+def _batches() -> float:
+    return metrics.REGISTRY.get_sample_value("gemini_meter_ledger_batches_total") or 0.0
+
+
+async def _tenant(engine_url: str) -> int:
+    engine = make_engine(engine_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            t = await queries.create_tenant(session, "cadence")
+            await session.commit()
+            return t.id
+    finally:
+        await engine.dispose()
+
+
+def _event(tenant_id: int) -> LedgerEvent:
+    return LedgerEvent(
+        tenant_id=tenant_id, key_id=None, model="gemini-2.5-flash", operation="generateContent",
+        route="native", streamed=False, status=200, latency_ms=1.0, prompt_tokens=3,
+        output_tokens=4, total_tokens=7, cost_usd=Decimal("0.0000021"), priced=True,
+    )  # fmt: skip
+
+
+async def _count(engine_url: str) -> tuple[int, int]:
+    engine = make_engine(engine_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(func.count()).select_from(UsageEvent))).scalar_one()
+            rolled = (await conn.execute(select(func.sum(UsageRollup.requests)))).scalar_one()
+            return int(rows), int(rolled or 0)
+    finally:
+        await engine.dispose()
+
+
+async def test_trickle_is_written_as_one_batch_per_interval(db_url: str) -> None:
+    tenant_id = await _tenant(db_url)
+    engine = make_engine(db_url)
+    writer = LedgerWriter(engine, batch_size=500, flush_interval=0.5)
+    writer.start()
+    before = _batches()
+    try:
+        # A busy proxy's pace for ~2 s: events keep coming while each batch is being written.
+        for _ in range(1000):
+            writer.submit(_event(tenant_id))
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.7)  # the interval has passed: written without a flush
+        assert writer.pending == 0
+        batches = _batches() - before
+        assert batches <= 8, f"{batches} writes for 1,000 events: one per few events"
+        assert await _count(db_url) == (1000, 1000)
+    finally:
+        await writer.stop()
+        await engine.dispose()
+
+
+async def test_flush_writes_without_waiting_for_the_interval(db_url: str) -> None:
+    tenant_id = await _tenant(db_url)
+    engine = make_engine(db_url)
+    writer = LedgerWriter(engine, batch_size=500, flush_interval=60.0)
+    writer.start()
+    try:
+        for _ in range(5):
+            writer.submit(_event(tenant_id))
+        assert await writer.flush(timeout=10.0)
+        assert await _count(db_url) == (5, 5)
+        writer.submit(_event(tenant_id))  # and again, after the writer went back to waiting
+        assert await writer.flush(timeout=10.0)
+        assert await _count(db_url) == (6, 6)
+    finally:
+        await writer.stop()
+        await engine.dispose()
+
+
+async def test_a_full_batch_is_written_before_the_interval(sqlite_url: str) -> None:
+    tenant_id = await _tenant(sqlite_url)
+    engine = make_engine(sqlite_url)
+    writer = LedgerWriter(engine, batch_size=10, flush_interval=60.0)
+    writer.start()
+    try:
+        for _ in range(25):
+            writer.submit(_event(tenant_id))
+        for _ in range(200):  # two full batches go at once; the last 5 wait for the interval
+            if writer.pending <= 5:
+                break
+            await asyncio.sleep(0.05)
+        assert writer.pending == 5
+        assert await _count(sqlite_url) == (20, 20)
+    finally:
+        await writer.stop()
+        assert await _count(sqlite_url) == (25, 25)  # stop writes what is left
+        await engine.dispose()
