@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from proxy import metrics
 from proxy.db import queries
 from proxy.db.engine import make_engine, make_sessionmaker
 from proxy.db.tables import UsageEvent, UsageRollup
@@ -17,7 +17,7 @@ from proxy.metering.ledger_event import LedgerEvent
 
 
 def _batches() -> float:
-    return metrics.REGISTRY.get_sample_value("gemini_meter_ledger_batches_total") or 0.0
+    return REGISTRY.get_sample_value("gemini_meter_ledger_batches_total") or 0.0
 
 
 async def _tenant(engine_url: str) -> int:

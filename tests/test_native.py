@@ -126,12 +126,15 @@ def test_json_array_stream_passes_through_and_is_metered(proxy: RunningProxy) ->
 async def test_first_event_arrives_before_upstream_finishes(proxy: RunningProxy) -> None:
     events = stream_events(["one", " two", " three"], usage_metadata(5, 3))
     proxy.fake.enqueue(StreamReply(events, hold_after=1))
-    async with httpx.AsyncClient(timeout=10) as client, client.stream(
-        "POST",
-        f"{proxy.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
-        headers={"x-goog-api-key": proxy.key},
-        json={"contents": [{"parts": [{"text": "hi"}]}]},
-    ) as r:
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        client.stream(
+            "POST",
+            f"{proxy.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            headers={"x-goog-api-key": proxy.key},
+            json={"contents": [{"parts": [{"text": "hi"}]}]},
+        ) as r,
+    ):
         it = r.aiter_bytes()
         first = await anext(it)
         # The upstream is still holding the rest of its stream.
