@@ -19,6 +19,7 @@ from . import metrics
 from .admin.routes import create_admin_app, tenant_usage
 from .errors import BadRequest, Envelope, ProxyError, to_response
 from .logs import configure_logging
+from .middleware import ServerMiddleware
 from .native import routes as native
 from .openai import routes as openai
 from .services import Services, services
@@ -107,21 +108,22 @@ def create_app(settings: Settings, *, svc: Services | None = None) -> Starlette:
     # layers (telemetry, body-limit and exit-stack middlewares) cost CPU on every call for
     # nothing. The admin API stays a FastAPI sub-application, mounted below.
     app = Starlette(lifespan=lifespan)
+    # Model calls first: Starlette tries routes in order, and they are nearly every request.
     app.router.routes.extend(
         [
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *native.routes(),
+            *openai.routes(),
             Route("/v1/models", _models, methods=["GET"]),
             Route("/v1/models/{model}", _model, methods=["GET"]),
             Route("/v1/usage", tenant_usage, methods=["GET"]),
-            *native.routes(),
-            *openai.routes(),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
         ]
     )
     _install_error_handlers(admin)
     app.mount("/admin", admin)
-    app.add_middleware(metrics.InFlightMiddleware)
+    app.add_middleware(ServerMiddleware)
     _install_error_handlers(app)
     return app
 

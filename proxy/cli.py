@@ -83,6 +83,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         "host": settings.host,
         "port": settings.port,
         "log_config": None,
+        # The proxy writes its own access line, after the reply (proxy/middleware.py).
+        "access_log": False,
         "loop": "uvloop",
         "http": "httptools",
         "timeout_graceful_shutdown": int(settings.shutdown_grace),

@@ -32,7 +32,6 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "CONTENT_TYPE",
@@ -57,7 +56,6 @@ __all__ = [
     "UNPRICED_CALLS",
     "UPSTREAM_ERRORS",
     "UPSTREAM_RETRIES",
-    "InFlightMiddleware",
     "QuotaMetrics",
     "is_multiprocess",
     "prepare_multiprocess_dir",
@@ -301,53 +299,3 @@ def prepare_multiprocess_dir(path: str | os.PathLike[str] | None = None) -> Path
         stale.unlink(missing_ok=True)
     os.environ[MULTIPROC_ENV] = str(directory)
     return directory
-
-
-# -- in-flight requests and open streams --------------------------------------------------------
-
-_UNTRACKED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
-
-
-class InFlightMiddleware:
-    """Pure ASGI middleware keeping IN_FLIGHT and OPEN_STREAMS current.
-
-    A request counts in IN_FLIGHT from its arrival until the app returns. Its reply counts in
-    OPEN_STREAMS from the moment it is known to stream — a ``text/event-stream`` start, or a
-    first body part announcing more to come — until the app returns. The per-request cost is one
-    closure and two gauge updates; no lock beyond prometheus-client's, no I/O.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _UNTRACKED_PATHS:
-            await self.app(scope, receive, send)
-            return
-        streaming = False
-
-        async def watch(message: Message) -> None:
-            nonlocal streaming
-            if not streaming and _starts_stream(message):
-                streaming = True
-                OPEN_STREAMS.inc()
-            await send(message)
-
-        IN_FLIGHT.inc()
-        try:
-            await self.app(scope, receive, watch)
-        finally:
-            IN_FLIGHT.dec()
-            if streaming:
-                OPEN_STREAMS.dec()
-
-
-def _starts_stream(message: Message) -> bool:
-    kind = message["type"]
-    if kind == "http.response.body":
-        return bool(message.get("more_body", False))
-    if kind == "http.response.start":
-        for name, value in message.get("headers", ()):
-            if name.lower() == b"content-type":
-                return bytes(value).startswith(b"text/event-stream")
-    return False

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from typing import Protocol
 
 import httpx
@@ -118,6 +119,8 @@ class Upstream:
             transport=transport,
             follow_redirects=False,
         )
+        # As on the aiohttp session: no cookie of one tenant's call on the next one's.
+        self._client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
 
     async def aclose(self) -> None:
         if self._aio is not None:

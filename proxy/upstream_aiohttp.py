@@ -100,8 +100,11 @@ class AiohttpSender:
                 ttl_dns_cache=300,
             )  # fmt: skip
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, skip_auto_headers=("User-Agent",)
-            )
+                connector=connector, timeout=self._timeout, skip_auto_headers=("User-Agent",),
+                # One upstream session serves every tenant: a cookie kept from one call would
+                # ride along on the next tenant's.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )  # fmt: skip
         return self._session
 
     async def open(

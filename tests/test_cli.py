@@ -101,6 +101,7 @@ def test_serve_meters_and_sigterm_flushes_the_ledger(
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert "Application shutdown complete" in out
     assert key not in out and UPSTREAM_KEY not in out  # ?key= is redacted from access logs
+    assert out.count(':generateContent?key=REDACTED HTTP/1.1" 200 ') == 5  # one line per call
     rows = run_sync(lambda: fetch_rows(env["GEMINI_METER_DATABASE_URL"]))
     assert sorted(r["prompt_tokens"] for r in rows) == [10, 11, 12, 13, 14]
 

@@ -292,13 +292,9 @@ def test_quota_hooks_label_tenants_and_limits_never_keys() -> None:
 def tracked_proxy(
     fake_server: tuple[FakeGemini, str], fake: FakeGemini, sqlite_url: str
 ) -> Iterator[RunningProxy]:
-    """A proxy with InFlightMiddleware, whether or not create_app installs it already."""
     settings = proxy_settings(sqlite_url, fake_server[1])
     key = run_sync(lambda: make_tenant_key(sqlite_url, "team-a"))
-    app: Any = create_app(settings)
-    if not any(m.cls is metrics.InFlightMiddleware for m in app.user_middleware):
-        app = metrics.InFlightMiddleware(app)
-    with serve(app) as url:
+    with serve(create_app(settings)) as url:
         yield RunningProxy(url=url, key=key, tenant="team-a", settings=settings, fake=fake)
 
 
@@ -415,15 +411,11 @@ def test_a_dead_workers_live_gauges_are_dropped(tmp_path: Path) -> None:
 FACTORY = """
 from proxy.app import create_app
 from proxy.quotas.policy import LimitStatus
-from proxy.metrics import InFlightMiddleware
 from proxy.settings import Settings
 
 
 def app():
-    app = create_app(Settings())
-    if any(m.cls is InFlightMiddleware for m in app.user_middleware):
-        return app
-    return InFlightMiddleware(app)
+    return create_app(Settings())
 """
 
 

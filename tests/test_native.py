@@ -368,6 +368,28 @@ def test_upstream_key_never_in_replies(proxy: RunningProxy) -> None:
         assert all(UPSTREAM_KEY not in v for v in r.headers.values())
 
 
+def test_upstream_cookies_are_neither_kept_nor_passed_on(
+    start_proxy: Callable[..., RunningProxy], sqlite_url: str, fake_server: tuple[Any, str]
+) -> None:
+    # The proxy's upstream connection is shared by every tenant: a cookie the upstream sets on
+    # one call must not ride along on the next one, nor reach the client. (By a host name:
+    # HTTP clients keep no cookies for bare IP addresses anyway.)
+    proxy = start_proxy(sqlite_url, upstream_url=fake_server[1].replace("127.0.0.1", "localhost"))
+    reply = text_reply("ok", usage_metadata(3, 1))
+    reply.headers["set-cookie"] = "NID=tenant-a-session; Path=/; HttpOnly"
+    proxy.fake.enqueue(reply, action="generateContent")
+    proxy.fake.enqueue(text_reply("ok", usage_metadata(3, 1)), action="generateContent")
+    for _ in range(2):
+        r = httpx.post(
+            f"{proxy.url}/v1beta/models/gemini-2.5-flash:generateContent",
+            headers={"x-goog-api-key": proxy.key},
+            json={"contents": [{"parts": [{"text": "hi"}]}]},
+        )
+        assert r.status_code == 200 and "set-cookie" not in r.headers
+    calls = proxy.fake.calls("generateContent")
+    assert len(calls) == 2 and "cookie" not in calls[1].headers
+
+
 def test_overhead_header_is_the_time_outside_the_upstream(proxy: RunningProxy) -> None:
     proxy.fake.enqueue(Hang(0.3, then=text_reply("ok")), action="generateContent")
     r = _post(proxy, "/v1beta/models/gemini-2.5-flash:generateContent", b"{}")

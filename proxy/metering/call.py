@@ -6,6 +6,7 @@ the call: success, an upstream error, a client that went away, or a crash in bet
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -215,13 +216,18 @@ class CallMeter:
                 retries=self.retries,
             )
         )
-        self._count(usage, status, elapsed, cost, priced, model_known=known or status == 200)
         overhead = (
             self.pre_upstream
             if self.pre_upstream is not None
             else max(0.0, elapsed - self.upstream_seconds)
         )
-        metrics.PROXY_OVERHEAD.labels(self.route).observe(overhead)
+        # Metrics are bookkeeping the client need not wait for: counted on the loop's next
+        # turn, after the reply now being built has gone out.
+        args = (usage, status, elapsed, overhead, cost, priced, known or status == 200)
+        try:
+            asyncio.get_running_loop().call_soon(self._count, *args)
+        except RuntimeError:  # no loop (a meter closed by synchronous code): count now
+            self._count(*args)
         return MeterResult(cost, usage, overhead * 1e3)
 
     def _count(
@@ -229,11 +235,12 @@ class CallMeter:
         usage: Usage,
         status: int,
         elapsed: float,
+        overhead: float,
         cost: Decimal | None,
         priced: bool,
-        *,
         model_known: bool,
     ) -> None:
+        metrics.PROXY_OVERHEAD.labels(self.route).observe(overhead)
         tenant = self.key.tenant_name
         # Bounded labels: a model name the client made up is not a label of its own.
         model = self.model if model_known else "other"
