@@ -49,6 +49,8 @@ class SSEDecoder:
 
 
 def _event_data(block: bytes) -> bytes | None:
+    if block.startswith(b"data: ") and b"\n" not in block and b"\r" not in block:
+        return block[6:]  # the one-line event every Gemini stream is made of
     lines = [
         line[5:].removeprefix(b" ") for line in _LINE_END.split(block) if line.startswith(b"data:")
     ]
