@@ -14,6 +14,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .metering.call import request_arrived
 from .metrics import IN_FLIGHT, OPEN_STREAMS
 
 __all__ = ["ServerMiddleware", "access_line"]
@@ -56,6 +57,7 @@ class ServerMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        request_arrived.set(started)  # (each request runs in a context of its own)
         tracked = scope["path"] not in _UNTRACKED_PATHS
         status = 500  # what the server answers if the app fails before it starts a reply
         streaming = False

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -399,3 +400,23 @@ def test_overhead_header_is_the_time_outside_the_upstream(proxy: RunningProxy) -
     assert row["latency_ms"] >= 300
     assert 0 <= overhead < row["latency_ms"] - 250
     assert "gemini_meter_proxy_overhead_seconds_bucket" in httpx.get(f"{proxy.url}/metrics").text
+
+
+def test_latency_and_overhead_count_from_the_request_arrival(proxy: RunningProxy) -> None:
+    # A client that takes 300 ms to send its body: that time is the call's, and the proxy's
+    # (the upstream was not yet asked), so it shows in the row's latency and in the overhead.
+    def slow_body() -> Iterator[bytes]:
+        yield b'{"contents": [{"parts": '
+        time.sleep(0.3)
+        yield b'[{"text": "hi"}]}]}'
+
+    proxy.fake.enqueue(text_reply("ok", usage_metadata(3, 1)), action="generateContent")
+    r = httpx.post(
+        f"{proxy.url}/v1beta/models/gemini-2.5-flash:generateContent",
+        headers={"x-goog-api-key": proxy.key, "content-type": "application/json"},
+        content=slow_body(),
+    )
+    assert r.status_code == 200
+    assert float(r.headers["x-gemini-meter-overhead-ms"]) >= 250
+    [row] = proxy.rows()
+    assert row["latency_ms"] >= 250

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -24,9 +25,13 @@ from .usage import Usage
 if TYPE_CHECKING:
     from ..quotas.service import Admission, QuotaService
 
-__all__ = ["CallMeter", "MeterResult", "Metering"]
+__all__ = ["CallMeter", "MeterResult", "Metering", "request_arrived"]
 
 log = logging.getLogger("gemini_meter.metering")
+
+# When the server handed the request to the app (perf_counter), set by ServerMiddleware: a call's
+# latency and the proxy's overhead then include routing, authentication and reading the body.
+request_arrived: ContextVar[float | None] = ContextVar("request_arrived", default=None)
 
 # Operations Google does not bill: their rows cost exactly zero rather than unpriced.
 FREE_OPERATIONS = frozenset({"countTokens", "listModels", "getModel"})
@@ -115,7 +120,7 @@ class CallMeter:
         self.model = normalize_model(model)
         self.streamed = streamed
         self.end_user = end_user
-        self.started = time.perf_counter()
+        self.started = request_arrived.get() or time.perf_counter()
         self.ttfb: float | None = None
         self.upstream_seconds = 0.0  # time spent waiting on the upstream (see overhead)
         self.pre_upstream: float | None = None  # streams: time before the call went upstream
