@@ -107,3 +107,22 @@ async def test_a_full_batch_is_written_before_the_interval(sqlite_url: str) -> N
         await writer.stop()
         assert await _count(sqlite_url) == (25, 25)  # stop writes what is left
         await engine.dispose()
+
+
+async def test_stop_with_the_database_down_and_no_spool_returns() -> None:
+    # Nowhere durable to put the events: stop makes one last attempt and gives up, rather than
+    # spinning on a database it is backing off from. (Nothing listens on port 9.)
+    engine = make_engine("postgresql+asyncpg://postgres@127.0.0.1:9/gone")
+    writer = LedgerWriter(engine, batch_size=500, flush_interval=0.05, max_backoff=60.0)
+    writer.start()
+    try:
+        writer.submit(_event(1))
+        for _ in range(100):  # the first write fails and the writer backs off
+            await asyncio.sleep(0.02)
+            if writer._failures:
+                break
+        assert writer._failures >= 1
+        await asyncio.wait_for(writer.stop(timeout=60.0), 10.0)  # not held to its timeout
+        assert writer.pending == 1
+    finally:
+        await engine.dispose()

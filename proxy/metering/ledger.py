@@ -83,6 +83,7 @@ class LedgerWriter:
     async def stop(self, timeout: float = 30.0) -> None:
         """Write (or spool) what is queued, then stop the writer."""
         self._closing = True
+        self._retry_at = 0.0  # one last attempt at the database, backoff or not
         self._wake.set()
         if self._task is not None:
             try:
@@ -127,7 +128,9 @@ class LedgerWriter:
             if await self._write_or_spool(batch):
                 for _ in batch:
                     self._queue.popleft()
-            elif not self._closing:
+            elif self._closing:
+                return  # the last attempt failed and there is no spool: stop() reports the rest
+            else:
                 await asyncio.sleep(self._backoff())
 
     async def _write_or_spool(self, batch: list[LedgerEvent]) -> bool:
