@@ -13,10 +13,10 @@ import pytest
 from openai.types import CreateEmbeddingResponse
 
 from proxy.errors import BadRequest, UpstreamError
+from proxy.metering.estimate import estimate_text_tokens
 from proxy.openai.embeddings import (
     EmbeddingsCall,
     embeddings_request_to_gemini,
-    estimate_tokens,
     gemini_embeddings_to_openai,
 )
 
@@ -162,4 +162,5 @@ def test_batches_take_the_routes_model() -> None:
     ids=["none", "empty", "one_char", "four_chars", "five_chars", "summed_per_text"],
 )
 def test_estimate_tokens(texts: list[str], expected: int) -> None:
-    assert estimate_tokens(texts) == expected
+    # One rule for both APIs: the native batchEmbedContents route estimates the same way.
+    assert estimate_text_tokens(texts) == expected

@@ -15,8 +15,8 @@ CHARS_PER_TOKEN = 4
 
 
 def estimate_text_tokens(texts: Iterable[str]) -> int:
-    chars = sum(len(t) for t in texts)
-    return -(-chars // CHARS_PER_TOKEN)
+    """Each text rounded up on its own: a one-character text is a token, not a quarter."""
+    return sum(-(-len(t) // CHARS_PER_TOKEN) for t in texts)
 
 
 def request_text(payload: Any) -> Iterable[str]:

@@ -23,7 +23,6 @@ from proxy.openai.chat import (
 from proxy.openai.embeddings import (
     EmbeddingsCall,
     embeddings_request_to_gemini,
-    estimate_tokens,
     gemini_embeddings_to_openai,
 )
 from proxy.openai.errors import (
@@ -42,7 +41,6 @@ __all__ = [
     "chat_request_to_gemini",
     "chat_usage",
     "embeddings_request_to_gemini",
-    "estimate_tokens",
     "gemini_embeddings_to_openai",
     "gemini_model_to_openai",
     "gemini_models_to_openai",

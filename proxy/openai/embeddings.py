@@ -9,7 +9,8 @@
   as OpenAI sends; the OpenAI Python SDK asks for it by default and decodes it).
 - ``user`` is recorded, never sent. Gemini's ``taskType`` and ``title`` are left unset.
 - Gemini returns no token counts: ``usage.prompt_tokens`` comes from the caller, either
-  countTokens or :func:`estimate_tokens`, and the ledger row is then marked estimated.
+  countTokens or ``metering.estimate.estimate_text_tokens``, and the ledger row is then
+  marked estimated.
 - Gemini takes at most 100 requests per batch: :meth:`EmbeddingsCall.batches` splits the body;
   the route concatenates the replies' ``embeddings`` in order.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
@@ -28,13 +29,10 @@ from proxy.openai.validate import opt_int, opt_str, req_list, req_object, req_st
 from proxy.wire.gemini import BatchEmbedContentsRequest, EmbedContentRequest
 from proxy.wire.openai import CreateEmbeddingResponse, Embedding
 
-from ..metering.estimate import CHARS_PER_TOKEN
-
 __all__ = [
     "GEMINI_BATCH_LIMIT",
     "EmbeddingsCall",
     "embeddings_request_to_gemini",
-    "estimate_tokens",
     "gemini_embeddings_to_openai",
 ]
 
@@ -127,12 +125,6 @@ def embeddings_request_to_gemini(body: Any) -> EmbeddingsCall:
         user=user,
         request=cast(dict[str, Any], batch),
     )
-
-
-def estimate_tokens(texts: Iterable[str]) -> int:
-    """About 4 characters per token (Gemini's rule of thumb for English); at least 1 per
-    non-empty text. Used when no count is available; the ledger marks it estimated."""
-    return sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts)
 
 
 def _values(embedding: Any, index: int) -> list[float]:

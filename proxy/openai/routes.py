@@ -25,6 +25,7 @@ from ..forwarding import (
 )
 from ..httputil import parse_json_object, read_body
 from ..metering.call import CallMeter, MeterResult
+from ..metering.estimate import estimate_text_tokens
 from ..metering.usage import Usage
 from ..native.routes import check_model_id
 from ..pricing.catalog import normalize_model
@@ -32,7 +33,7 @@ from ..sse import SSEDecoder, encode_sse, parse_event
 from ..streaming import WatchedStream
 from ..upstream import UpstreamResponse
 from .chat import chat_request_to_gemini, gemini_reply_to_chat, new_completion_id
-from .embeddings import embeddings_request_to_gemini, estimate_tokens, gemini_embeddings_to_openai
+from .embeddings import embeddings_request_to_gemini, gemini_embeddings_to_openai
 from .errors import UpstreamStreamError, openai_error_from_upstream, upstream_retry_after
 from .models import gemini_model_to_openai, gemini_models_to_openai
 from .stream import ChatStreamTranslator
@@ -159,7 +160,7 @@ async def embeddings(request: Request) -> Response:
         svc, key, route="openai", operation="batchEmbedContents", model=model,
         request=call.request, end_user=call.user,
     )  # fmt: skip
-    tokens = estimate_tokens(call.inputs)
+    tokens = estimate_text_tokens(call.inputs)
     meter.estimate(Usage.estimate(tokens))
     # Gemini takes at most 100 texts a batch; more become several upstream calls, one row.
     vectors: list[Any] = []
