@@ -381,6 +381,8 @@ def render(res: dict[str, Any]) -> str:
             f"{soak['rss_last_window_mb']} MB ({soak['rss_growth_pct']:+.1f}%), range "
             f"{soak['rss_min_mb']}–{soak['rss_max_mb']} MB",
             f"- server CPU {soak['server_cpu_pct']}%, background CPU {soak['foreign_cpu_pct']}%",
+            f"- ledger queue (events waiting to be written, every 5 s): max "
+            f"{soak.get('ledger_queue_max')}, last {_last_value(soak.get('ledger_queue_series'))}",
             "",
         ]
     if led := res.get("ledger"):
@@ -404,3 +406,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _last_value(series: list[tuple[float, float]] | None) -> float | None:
+    return series[-1][1] if series else None

@@ -13,9 +13,12 @@ run, interleaved in rounds so that a burst of background load hits all of them a
 from __future__ import annotations
 
 import asyncio
+import re
 import resource
 import statistics
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -529,8 +532,9 @@ def soak(
         )
 
     sampler = RssSampler(meter.proc.pid, interval=1.0)
+    queue = QueueDepthSampler(meter.port, interval=5.0)
     log(f"  soak: {seconds:.0f} s of mixed traffic ...")
-    with measured(meter.proc.pid, fake.proc.pid) as u, sampler:
+    with measured(meter.proc.pid, fake.proc.pid) as u, sampler, queue:
         loops = arun(drive())
     sent = sum(len(s.results) for s in loops)
     failed = sum(1 for s in loops for r in s.results if r.error or r.status != 200)
@@ -564,7 +568,43 @@ def soak(
         "rss_series_mb": [(round(t, 1), round(kb / 1024, 1)) for t, kb in samples],
         "server_cpu_pct": round(100 * u.server_cpu_s / u.wall_s, 1),
         "foreign_cpu_pct": round(100 * u.foreign_cpu_s / u.wall_s, 1),
+        # Whether the ledger writer kept up: events waiting to be written, from /metrics.
+        "ledger_queue_series": queue.samples,
+        "ledger_queue_max": max((q for _, q in queue.samples), default=None),
     }
+
+
+class QueueDepthSampler:
+    """Reads gemini_meter_ledger_queue_depth off the proxy's /metrics every ``interval`` s."""
+
+    def __init__(self, port: int, interval: float = 5.0) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> QueueDepthSampler:
+        self._thread = threading.Thread(target=self._run, name="queue-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.wait(self.interval):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as reply:
+                    text = reply.read().decode()
+            except OSError:
+                continue
+            m = re.search(r"^gemini_meter_ledger_queue_depth(?:\{[^}]*\})? (\S+)$", text, re.M)
+            if m:
+                self.samples.append((round(time.monotonic() - t0, 1), float(m[1])))
 
 
 def fake_capacity(fake: Fake, seconds: float, cpus: Sequence[int] | None) -> dict[str, Any]:

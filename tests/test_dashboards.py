@@ -307,11 +307,11 @@ def test_every_panel_query_returns_series_from_real_traffic(
     tenant_a, tenant_b = f"dash-a-{run}", f"dash-b-{run}"
     proxy = start_proxy(sqlite_url, tenant=tenant_a)
     keys = {tenant_a: proxy.key, tenant_b: proxy.new_key(tenant_b)}
-    quota_hooks = metrics.QuotaMetrics()
 
     def traffic(round_no: int) -> None:
         with httpx.Client(timeout=10) as client:
-            for key in keys.values():
+            # Tenant B is at its RPM limit after round 1 (below): round 2 is tenant A's.
+            for key in keys.values() if round_no == 1 else [keys[tenant_a]]:
                 for method in ("generateContent", "streamGenerateContent?alt=sse"):
                     r = client.post(
                         f"{proxy.url}/v1beta/models/gemini-2.5-flash:{method}",
@@ -338,22 +338,40 @@ def test_every_panel_query_returns_series_from_real_traffic(
                 headers=a,
             )
             assert r.status_code == 200
-        # The quota service is not wired into the app yet: its metric hooks are called here
-        # as it will call them, with real LimitStatus values, until real calls can drive them.
-        status = LimitStatus(
-            tenant=tenant_a,
-            key_prefix=None,
-            limit="budget_usd",
-            mode="hard",
-            period="month",
-            limit_value=Decimal(10),
-            used=Decimal(4 * round_no),
-            reserved=Decimal(0),
-            resets_at=datetime(2030, 1, 1, tzinfo=UTC),
-        )
-        quota_hooks.on_usage(status)
-        quota_hooks.on_threshold(status, Decimal("0.8"))
-        quota_hooks.on_refusal(status)
+        if round_no > 1:
+            return
+        # The quota panels from real quota traffic: tenant B gets an RPM limit of 4 and calls
+        # until it is refused (use ratio, rejections) ...
+        admin_token = proxy.settings.admin_token
+        assert admin_token is not None
+        with httpx.Client(timeout=10) as client:
+            r = client.put(
+                f"{proxy.url}/admin/tenants/{tenant_b}/quota",
+                json={"rpm": 4, "mode": "hard"},
+                headers={"authorization": f"Bearer {admin_token.get_secret_value()}"},
+            )
+            assert r.status_code == 200, r.text
+            b = {"x-goog-api-key": keys[tenant_b]}
+            for _ in range(12):  # 4 calls a minute, and a minute may turn meanwhile
+                r = client.post(
+                    f"{proxy.url}/v1beta/models/gemini-2.5-flash:generateContent",
+                    json=BODY,
+                    headers=b,
+                )
+                if r.status_code == 429:
+                    break
+                assert r.status_code == 200, r.text
+            assert r.status_code == 429, "the RPM limit never refused a call"
+        # Threshold alerts fire when a budget or token quota is settled past 0.8 / 1.0; that
+        # panel is still fed through the service's hook, with a real LimitStatus.
+        metrics.QuotaMetrics().on_threshold(
+            LimitStatus(
+                tenant=tenant_a, key_prefix=None, limit="budget_usd", mode="hard",
+                period="month", limit_value=Decimal(10), used=Decimal(9), reserved=Decimal(0),
+                resets_at=datetime(2030, 1, 1, tzinfo=UTC),
+            ),
+            Decimal("0.8"),
+        )  # fmt: skip
 
     calls_of_a = f'sum(gemini_meter_requests_total{{tenant="{tenant_a}"}})'
     with prometheus_scraping(proxy.url, tmp_path) as prom, httpx.Client(timeout=10) as client:

@@ -4,7 +4,10 @@ writes at once — on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
@@ -50,63 +53,56 @@ async def _count(engine_url: str) -> tuple[int, int]:
         await engine.dispose()
 
 
-async def test_trickle_is_written_as_one_batch_per_interval(db_url: str) -> None:
-    tenant_id = await _tenant(db_url)
-    engine = make_engine(db_url)
-    writer = LedgerWriter(engine, batch_size=500, flush_interval=0.5)
+@contextlib.asynccontextmanager
+async def running_writer(url: str, **options: Any) -> AsyncIterator[tuple[LedgerWriter, int]]:
+    """A started writer on ``url`` and a tenant to write for; stopped (and flushed) on exit."""
+    tenant_id = await _tenant(url)
+    engine = make_engine(url)
+    writer = LedgerWriter(engine, **options)
     writer.start()
-    before = _batches()
     try:
+        yield writer, tenant_id
+    finally:
+        await writer.stop()
+        await engine.dispose()
+
+
+async def test_trickle_is_written_as_one_batch_per_interval(db_url: str) -> None:
+    async with running_writer(db_url, batch_size=500, flush_interval=0.5) as (writer, tenant):
+        before = _batches()
         # A busy proxy's pace for ~2 s: events keep coming while each batch is being written.
         for _ in range(1000):
-            writer.submit(_event(tenant_id))
+            writer.submit(_event(tenant))
             await asyncio.sleep(0.001)
         await asyncio.sleep(0.7)  # the interval has passed: written without a flush
         assert writer.pending == 0
         batches = _batches() - before
         assert batches <= 8, f"{batches} writes for 1,000 events: one per few events"
         assert await _count(db_url) == (1000, 1000)
-    finally:
-        await writer.stop()
-        await engine.dispose()
 
 
 async def test_flush_writes_without_waiting_for_the_interval(db_url: str) -> None:
-    tenant_id = await _tenant(db_url)
-    engine = make_engine(db_url)
-    writer = LedgerWriter(engine, batch_size=500, flush_interval=60.0)
-    writer.start()
-    try:
+    async with running_writer(db_url, batch_size=500, flush_interval=60.0) as (writer, tenant):
         for _ in range(5):
-            writer.submit(_event(tenant_id))
+            writer.submit(_event(tenant))
         assert await writer.flush(timeout=10.0)
         assert await _count(db_url) == (5, 5)
-        writer.submit(_event(tenant_id))  # and again, after the writer went back to waiting
+        writer.submit(_event(tenant))  # and again, after the writer went back to waiting
         assert await writer.flush(timeout=10.0)
         assert await _count(db_url) == (6, 6)
-    finally:
-        await writer.stop()
-        await engine.dispose()
 
 
 async def test_a_full_batch_is_written_before_the_interval(sqlite_url: str) -> None:
-    tenant_id = await _tenant(sqlite_url)
-    engine = make_engine(sqlite_url)
-    writer = LedgerWriter(engine, batch_size=10, flush_interval=60.0)
-    writer.start()
-    try:
+    async with running_writer(sqlite_url, batch_size=10, flush_interval=60.0) as (writer, tenant):
         for _ in range(25):
-            writer.submit(_event(tenant_id))
+            writer.submit(_event(tenant))
         for _ in range(200):  # two full batches go at once; the last 5 wait for the interval
             if writer.pending <= 5:
                 break
             await asyncio.sleep(0.05)
         assert writer.pending == 5
         assert await _count(sqlite_url) == (20, 20)
-    finally:
-        await writer.stop()
-        assert await _count(sqlite_url) == (25, 25)  # stop writes what is left
-        await engine.dispose()
+    assert await _count(sqlite_url) == (25, 25)  # stop writes what is left
 
 
 async def test_stop_with_the_database_down_and_no_spool_returns() -> None:
