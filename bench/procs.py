@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, Self, TypeVar
 
 __all__ = [
     "Proc",
@@ -95,21 +96,25 @@ def reset_peak(pid: int, tree: bool = True) -> bool:
     return ok
 
 
-class RssSampler:
-    """Samples a process tree's RSS every ``interval`` seconds on a thread, between start/stop."""
+T = TypeVar("T")
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.pid = pid
+
+class PeriodicSampler(Generic[T]):
+    """Calls ``read()`` every ``interval`` seconds on a thread while entered (and once more on
+    exit); ``samples`` holds (seconds since start, value), readings of None left out."""
+
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, T]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pids: list[int] = [pid]
 
-    def __enter__(self) -> RssSampler:
-        self._pids = process_tree(self.pid)  # once: scanning /proc each tick costs CPU
+    def read(self) -> T | None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
 
@@ -120,10 +125,30 @@ class RssSampler:
 
     def _run(self) -> None:
         t0 = time.monotonic()
-        while not self._stop.is_set():
-            self.samples.append((time.monotonic() - t0, rss_kb(self.pid, pids=self._pids)))
+        while True:
+            stopping = self._stop.is_set()
+            value = self.read()
+            if value is not None:
+                self.samples.append((time.monotonic() - t0, value))
+            if stopping:
+                return
             self._stop.wait(self.interval)
-        self.samples.append((time.monotonic() - t0, rss_kb(self.pid, pids=self._pids)))
+
+
+class RssSampler(PeriodicSampler[int]):
+    """A process tree's RSS in kB."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        super().__init__(interval)
+        self.pid = pid
+        self._pids: list[int] = [pid]
+
+    def __enter__(self) -> Self:
+        self._pids = process_tree(self.pid)  # once: scanning /proc each tick costs CPU
+        return super().__enter__()
+
+    def read(self) -> int:
+        return rss_kb(self.pid, pids=self._pids)
 
     @property
     def max_kb(self) -> int:

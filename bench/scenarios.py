@@ -16,7 +16,6 @@ import asyncio
 import re
 import resource
 import statistics
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -28,7 +27,15 @@ import orjson
 
 from .driver.client import Result, build_request, hold_streams, run_closed_loop, summarize
 from .driver.wrk import run_wrk
-from .procs import RssSampler, cpu_seconds, machine_busy_seconds, peak_kb, reset_peak, rss_kb
+from .procs import (
+    PeriodicSampler,
+    RssSampler,
+    cpu_seconds,
+    machine_busy_seconds,
+    peak_kb,
+    reset_peak,
+    rss_kb,
+)
 from .stack import DIRECT_KEY, Fake, LiteLLM, Meter, wait_for_rows
 
 __all__ = ["Bench", "Durations", "Target", "arun", "fake_capacity", "soak", "targets_for"]
@@ -574,37 +581,21 @@ def soak(
     }
 
 
-class QueueDepthSampler:
-    """Reads gemini_meter_ledger_queue_depth off the proxy's /metrics every ``interval`` s."""
+class QueueDepthSampler(PeriodicSampler[float]):
+    """gemini_meter_ledger_queue_depth, read off the proxy's /metrics."""
 
     def __init__(self, port: int, interval: float = 5.0) -> None:
+        super().__init__(interval)
         self.url = f"http://127.0.0.1:{port}/metrics"
-        self.interval = interval
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> QueueDepthSampler:
-        self._thread = threading.Thread(target=self._run, name="queue-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        t0 = time.monotonic()
-        while not self._stop.wait(self.interval):
-            try:
-                with urllib.request.urlopen(self.url, timeout=5) as reply:
-                    text = reply.read().decode()
-            except OSError:
-                continue
-            m = re.search(r"^gemini_meter_ledger_queue_depth(?:\{[^}]*\})? (\S+)$", text, re.M)
-            if m:
-                self.samples.append((round(time.monotonic() - t0, 1), float(m[1])))
+    def read(self) -> float | None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return None
+        m = re.search(r"^gemini_meter_ledger_queue_depth(?:\{[^}]*\})? (\S+)$", text, re.M)
+        return float(m[1]) if m else None
 
 
 def fake_capacity(fake: Fake, seconds: float, cpus: Sequence[int] | None) -> dict[str, Any]:
