@@ -279,14 +279,18 @@ def main(argv: list[str] | None = None) -> int:
         log("fake upstream alone ...")
         results["fake_capacity"] = fake_capacity(fake, 1.0 if args.quick else 5.0, load_cpus)
         ledger = Meter.setup_ledger(src, Ledger.sqlite(rundir), fake.url)
-        meter = Meter.start(
-            src,
-            ledger,
-            fake.url,
-            cpus=server_cpus,
-            log_level=args.proxy_log_level,
-            extra_env={"GEMINI_METER_UPSTREAM_MAX_CONNECTIONS": UPSTREAM_POOL},
-        )
+
+        def start_meter() -> Meter:
+            return Meter.start(
+                src,
+                ledger,
+                fake.url,
+                cpus=server_cpus,
+                log_level=args.proxy_log_level,
+                extra_env={"GEMINI_METER_UPSTREAM_MAX_CONNECTIONS": UPSTREAM_POOL},
+            )
+
+        meter = start_meter()
         if args.litellm:
             log("starting LiteLLM ...")
             litellm = LiteLLM.start(rundir, fake.url, server_cpus)
@@ -297,14 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_up(targets, 0.5 if args.quick else 3.0)
 
         def fresh(route: str) -> tuple[Target, Callable[[], object]]:
-            m = Meter.start(
-                src,
-                ledger,
-                fake.url,
-                cpus=server_cpus,
-                log_level=args.proxy_log_level,
-                extra_env={"GEMINI_METER_UPSTREAM_MAX_CONNECTIONS": UPSTREAM_POOL},
-            )
+            m = start_meter()
             extra_meters.append(m)
             t = next(x for x in targets_for(fake, m, None) if x.name == route)
             return t, m.proc.stop

@@ -5,21 +5,26 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["RedactKeys", "configure_logging"]
+__all__ = ["RedactKeys", "configure_logging", "redact_keys"]
 
 # Tenant keys may arrive as ?key=...; access logs print the query string.
-_KEY_PARAM = re.compile(r"(?i)([?&]key=)[^&\s\"]+")
+_KEY_PARAM = re.compile(r"(?i)([?&]key=)[^&\s\"]*")
+
+
+def redact_keys(text: str) -> str:
+    """``text`` with the value of every ``?key=`` / ``&key=`` query parameter replaced."""
+    return _KEY_PARAM.sub(r"\1REDACTED", text)
 
 
 class RedactKeys(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
             record.args = tuple(
-                _KEY_PARAM.sub(r"\1REDACTED", a) if isinstance(a, str) else a
+                redact_keys(a) if isinstance(a, str) else a
                 for a in (record.args if isinstance(record.args, tuple) else (record.args,))
             )
         if isinstance(record.msg, str):
-            record.msg = _KEY_PARAM.sub(r"\1REDACTED", record.msg)
+            record.msg = redact_keys(record.msg)
         return True
 
 

@@ -9,11 +9,11 @@ writes its line before the reply's headers, on every call's critical path.
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .logs import redact_keys
 from .metering.call import request_arrived
 from .metrics import IN_FLIGHT, OPEN_STREAMS
 
@@ -22,8 +22,6 @@ __all__ = ["ServerMiddleware", "access_line"]
 access_log = logging.getLogger("gemini_meter.access")
 
 _UNTRACKED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
-# Tenant keys may arrive as ?key=...: never in a log line.
-_KEY_PARAM = re.compile(r"(?i)((?:^|&)key=)[^&]*")
 
 
 def access_line(scope: Scope, status: int, seconds: float) -> str:
@@ -33,10 +31,9 @@ def access_line(scope: Scope, status: int, seconds: float) -> str:
     target = scope["path"]
     query: bytes = scope.get("query_string", b"")
     if query:
-        q = query.decode("latin-1")
-        if "key=" in q.lower():
-            q = _KEY_PARAM.sub(r"\1REDACTED", q)
-        target = f"{target}?{q}"
+        target = f"{target}?{query.decode('latin-1')}"
+        if "key=" in target.lower():  # tenant keys may arrive as ?key=: never in a log line
+            target = redact_keys(target)
     http = scope.get("http_version", "1.1")
     return f'{addr} - "{scope["method"]} {target} HTTP/{http}" {status} {seconds * 1e3:.1f}ms'
 
