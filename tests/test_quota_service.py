@@ -287,6 +287,26 @@ async def test_allowed_models_and_key_policies(backend: tuple[str, str], clock: 
         assert labels == {f"rpm:key={prefix}"}
 
 
+async def test_a_soft_key_token_quota_beside_the_tenants_rpm(
+    backend: tuple[str, str], clock: Clock
+) -> None:
+    """A key's soft quota admits while its spend is under the limit, whatever the call's size;
+    the tenant's RPM counts the calls admitted and not the one refused (all or nothing)."""
+    kind, url = backend
+    key = await make_key(url, TENANT)
+    prefix = await _prefix(url, key.key_id)
+    await add_policy(url, TENANT, rpm=10)
+    await add_policy(url, TENANT, key_prefix=prefix, tokens=1, mode="soft")
+    async with service(kind, url, clock) as svc:
+        assert await refused(svc, key, tokens=50) is None  # 0 spent < 1: admitted
+        exc = await refused(svc, key)
+        assert exc is not None and exc.code == "insufficient_quota"
+        assert f"key {prefix}" in exc.message and "50 tokens used" in exc.message
+        statuses = {s.label: s for s in await svc.status(TENANT)}
+        assert statuses["rpm"].used == 1
+        assert statuses[f"tokens:key={prefix}"].used == 50
+
+
 async def test_a_crashed_replicas_holds_expire(
     shared_backend: tuple[str, str], clock: Clock
 ) -> None:
