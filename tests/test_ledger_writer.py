@@ -1,16 +1,19 @@
 """The ledger writer's cadence: events trickling in become one batch per interval, and a flush
-writes at once — on SQLite and PostgreSQL."""
+writes at once — on SQLite and PostgreSQL; and batches of any size reach the drivers as a few
+statement shapes (each shape is prepared and cached per connection)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from proxy.db import queries
 from proxy.db.engine import make_engine, make_sessionmaker
@@ -122,3 +125,43 @@ async def test_stop_with_the_database_down_and_no_spool_returns() -> None:
         assert writer.pending == 1
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("n", "sizes"),
+    [
+        (0, []),
+        (1, [1]),
+        (7, [4, 2, 1]),
+        (128, [128]),
+        (129, [128, 1]),
+        (500, [128, 128, 128, 64, 32, 16, 4]),
+    ],
+)
+def test_insert_chunks_are_pages_then_powers_of_two(n: int, sizes: list[int]) -> None:
+    rows = list(range(n))
+    chunks = list(queries.insert_chunks(rows))
+    assert [len(c) for c in chunks] == sizes
+    assert [r for c in chunks for r in c] == rows  # all of them, in order
+
+
+async def test_batches_of_every_size_use_a_few_insert_statements(db_url: str) -> None:
+    """Before, each batch size was its own SQL: the drivers cached up to 128 of them per
+    connection, ~100 MB of prepared statements on SQLite after an hour of varying load."""
+    tenant = await _tenant(db_url)
+    engine = make_engine(db_url)
+    shapes: set[str] = set()
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if re.match(r"\s*INSERT INTO usage_events", statement):
+            shapes.add(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        for n in range(1, 301):
+            async with engine.begin() as conn:
+                await queries.insert_usage_events(conn, [_event(tenant).as_row() for _ in range(n)])
+    finally:
+        await engine.dispose()
+    assert len(shapes) <= 8
+    assert await _count(db_url) == (sum(range(1, 301)), sum(range(1, 301)))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,6 +21,7 @@ __all__ = [
     "create_key",
     "create_tenant",
     "hash_key",
+    "insert_chunks",
     "insert_usage_events",
     "list_keys",
     "list_tenants",
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 KEY_PREFIX = "gm-"
+T = TypeVar("T")
 
 
 def hash_key(secret: str) -> str:
@@ -141,11 +143,27 @@ async def insert_usage_events(conn: AsyncConnection, rows: list[dict[str, Any]])
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(UsageEvent.id)
     )
-    # One statement per row keeps RETURNING exact on both drivers; the batch is one transaction.
     inserted: set[str] = set()
-    result = await conn.execute(stmt, rows)
-    inserted.update(result.scalars().all())
+    for chunk in insert_chunks(rows):
+        result = await conn.execute(stmt, chunk)
+        inserted.update(result.scalars().all())
     await add_to_rollups(conn, [r for r in rows if r["id"] in inserted])
+
+
+# With RETURNING, SQLAlchemy sends a batch as one multi-row INSERT whose SQL depends on its row
+# count, and the drivers prepare and cache each SQL they see per connection (sqlite3 keeps 128,
+# asyncpg 100). Batches of every size from 1 to 500 filled ~100 MB of SQLite statement cache per
+# connection; chunks of power-of-two sizes up to a page keep it to 8 shapes (~255 rows of SQL).
+INSERT_PAGE = 128
+
+
+def insert_chunks(rows: Sequence[T], page: int = INSERT_PAGE) -> Iterator[Sequence[T]]:
+    """``rows`` in order, in chunks of ``page`` rows then of decreasing powers of two."""
+    start = 0
+    while start < len(rows):
+        size = min(page, 1 << ((len(rows) - start).bit_length() - 1))
+        yield rows[start : start + size]
+        start += size
 
 
 # The token columns summed by the rollups and the reports.
