@@ -147,21 +147,53 @@ def test_insert_chunks_are_pages_then_powers_of_two(n: int, sizes: list[int]) ->
 
 async def test_batches_of_every_size_use_a_few_insert_statements(db_url: str) -> None:
     """Before, each batch size was its own SQL: the drivers cached up to 128 of them per
-    connection, ~100 MB of prepared statements on SQLite after an hour of varying load."""
+    connection, ~100 MB of prepared statements on SQLite after half an hour of varying load."""
     tenant = await _tenant(db_url)
     engine = make_engine(db_url)
-    shapes: set[str] = set()
+    shapes: dict[bool, set[str]] = {True: set(), False: set()}
+    fresh = True
 
     def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if re.match(r"\s*INSERT INTO usage_events", statement):
-            shapes.add(statement)
+            shapes[fresh].add(statement)
 
     event.listen(engine.sync_engine, "before_cursor_execute", seen)
     try:
-        for n in range(1, 301):
-            async with engine.begin() as conn:
-                await queries.insert_usage_events(conn, [_event(tenant).as_row() for _ in range(n)])
+        for fresh in (True, False):
+            for n in range(1, 201):
+                rows = [_event(tenant).as_row() for _ in range(n)]
+                async with engine.begin() as conn:
+                    await queries.insert_usage_events(conn, rows, fresh=fresh)
     finally:
         await engine.dispose()
-    assert len(shapes) <= 8
-    assert await _count(db_url) == (sum(range(1, 301)), sum(range(1, 301)))
+    assert len(shapes[True]) == 1  # the driver's executemany
+    assert 1 < len(shapes[False]) <= 8  # multi-row INSERT ... RETURNING, power-of-two chunks
+    assert await _count(db_url) == (2 * sum(range(1, 201)), 2 * sum(range(1, 201)))
+
+
+async def test_a_batch_committed_by_a_write_that_failed_is_not_doubled(db_url: str) -> None:
+    """A write that committed but reported a failure (the connection dropped before the
+    commit's answer) leaves its rows queued; the retry skips what is already there."""
+    failed_once = False
+
+    def commit_then_fail(conn: Any) -> None:
+        nonlocal failed_once
+        if not failed_once:
+            failed_once = True
+            conn.connection.dbapi_connection.commit()
+            raise ConnectionResetError("connection lost after the commit")
+
+    async with running_writer(db_url, batch_size=500, flush_interval=0.05) as (writer, tenant):
+        event.listen(writer._engine.sync_engine, "commit", commit_then_fail)
+        for _ in range(30):
+            writer.submit(_event(tenant))
+        for _ in range(200):
+            if writer.pending == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert failed_once and writer.pending == 0
+        for _ in range(20):
+            writer.submit(_event(tenant))  # and the next batch is fresh again
+        assert await writer.flush(timeout=10.0)
+        assert writer._offered == 0
+    assert await _count(db_url) == (50, 50)

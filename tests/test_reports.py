@@ -123,7 +123,7 @@ def test_rollups_equal_the_ledger_and_reports_are_exact(db_url: str) -> None:
             i = 0
             while i < len(events):
                 batch = events[i : i + rnd.randint(1, 200)]
-                await writer._write(batch)
+                await writer._write(batch, fresh=True)
                 if rnd.random() < 0.3:  # a replayed batch (spool, retry): must not double
                     await writer._write(batch)
                 i += len(batch)

@@ -130,13 +130,24 @@ def _insert(conn: AsyncConnection, table: Any) -> Any:
     raise RuntimeError(f"unsupported database dialect {conn.dialect.name}")  # pragma: no cover
 
 
-async def insert_usage_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+async def insert_usage_events(
+    conn: AsyncConnection, rows: list[dict[str, Any]], *, fresh: bool = False
+) -> None:
     """Insert ledger rows and add them to the hourly rollups, in the caller's transaction.
 
-    Ids already present are skipped (a replayed batch never doubles a row), and only the rows
-    this insert really added go into the rollups, so ledger and rollups always agree.
+    ``fresh``: no earlier attempt offered these rows to the database, so none can be there
+    (ids are random): one plain insert through the driver's executemany, a single statement
+    whatever the batch size, and every row into the rollups. A duplicate id would fail the
+    transaction, and the writer would retry the batch as not fresh.
+
+    Otherwise (a retry, a spool replay) ids already present are skipped, and only the rows this
+    insert really added go into the rollups, so ledger and rollups always agree.
     """
     if not rows:
+        return
+    if fresh:
+        await conn.execute(_insert(conn, UsageEvent), rows)
+        await add_to_rollups(conn, rows)
         return
     stmt = (
         _insert(conn, UsageEvent)
@@ -150,9 +161,9 @@ async def insert_usage_events(conn: AsyncConnection, rows: list[dict[str, Any]])
     await add_to_rollups(conn, [r for r in rows if r["id"] in inserted])
 
 
-# With RETURNING, SQLAlchemy sends a batch as one multi-row INSERT whose SQL depends on its row
-# count, and the drivers prepare and cache each SQL they see per connection (sqlite3 keeps 128,
-# asyncpg 100). Batches of every size from 1 to 500 filled ~100 MB of SQLite statement cache per
+# With RETURNING, SQLAlchemy sends rows as one multi-row INSERT whose SQL depends on their count,
+# and the drivers prepare and cache each SQL they see per connection (sqlite3 keeps 128, asyncpg
+# 100). Batches of every size from 1 to 500 filled ~100 MB of SQLite statement cache per
 # connection; chunks of power-of-two sizes up to a page keep it to 8 shapes (~255 rows of SQL).
 INSERT_PAGE = 128
 

@@ -53,6 +53,9 @@ class LedgerWriter:
         self._failures = 0
         self._retry_at = 0.0  # monotonic time before which the database is not tried again
         self._spooled = 0  # events in the spool, as far as this process knows
+        # Events at the head of the queue that a failed write offered to the database: it may
+        # have committed them anyway, so they are written the slower, duplicate-proof way.
+        self._offered = 0
         self.written = 0
 
     @property
@@ -128,6 +131,7 @@ class LedgerWriter:
             if await self._write_or_spool(batch):
                 for _ in batch:
                     self._queue.popleft()
+                self._offered = max(0, self._offered - len(batch))
             elif self._closing:
                 return  # the last attempt failed and there is no spool: stop() reports the rest
             else:
@@ -137,8 +141,9 @@ class LedgerWriter:
         """True once the batch is durable: in the database, or else in the spool."""
         if time.monotonic() >= self._retry_at:
             try:
-                await self._write(batch)
+                await self._write(batch, fresh=self._offered == 0)
             except Exception as exc:  # any database failure: spool, back off, retry later
+                self._offered = max(self._offered, len(batch))
                 self._failed(exc, len(batch))
             else:
                 self._failures = 0
@@ -204,13 +209,13 @@ class LedgerWriter:
     def _backoff(self) -> float:
         return float(min(self._max_backoff, 0.1 * 2 ** max(0, self._failures - 1)))
 
-    async def _write(self, batch: list[LedgerEvent]) -> None:
+    async def _write(self, batch: list[LedgerEvent], *, fresh: bool = False) -> None:
         last_used: dict[int, datetime] = {}
         for e in batch:
             if e.key_id is not None:
                 last_used[e.key_id] = max(e.created_at, last_used.get(e.key_id, e.created_at))
         async with self._engine.begin() as conn:
-            await insert_usage_events(conn, [e.as_row() for e in batch])
+            await insert_usage_events(conn, [e.as_row() for e in batch], fresh=fresh)
             await touch_keys(conn, last_used)
 
     async def spool_depth(self) -> int:
