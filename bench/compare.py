@@ -23,7 +23,6 @@ from typing import Any
 
 from .driver.client import run_closed_loop, summarize
 from .procs import cpu_seconds, machine_busy_seconds
-from .run import UPSTREAM_POOL
 from .scenarios import arun, targets_for
 from .stack import Fake, Ledger, Meter, snapshot_source
 
@@ -45,7 +44,6 @@ def measure_tree(
         fake.url,
         cpus=server,
         log_level="info",
-        extra_env={"GEMINI_METER_UPSTREAM_MAX_CONNECTIONS": UPSTREAM_POOL},
     )
     out: dict[str, dict[str, float]] = {}
     try:

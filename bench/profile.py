@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .driver.client import run_closed_loop
 from .procs import cpu_seconds
-from .run import RESULTS, UPSTREAM_POOL
+from .run import RESULTS
 from .scenarios import arun, targets_for
 from .stack import REPO, Fake, Ledger, Meter, snapshot_source
 
@@ -140,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
             fake.url,
             cpus=server,
             log_level=args.proxy_log_level,
-            extra_env={"GEMINI_METER_UPSTREAM_MAX_CONNECTIONS": UPSTREAM_POOL},
         )
         target = next(t for t in targets_for(fake, meter, None) if t.name == args.route)
         req = target.stream_request() if args.stream else target.request()

@@ -43,6 +43,7 @@ from .stack import (
     PROXY_PYTHON,
     REPO,
     UPSTREAM_KEY,
+    UPSTREAM_POOL,
     Fake,
     Ledger,
     LiteLLM,
@@ -56,8 +57,6 @@ __all__ = ["main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("latency", "throughput", "stream", "open_streams", "workers")
-# 1,000 streams need 1,000 upstream connections (HTTP/1.1); the default pool is 512.
-UPSTREAM_POOL = "2048"
 WORKERS_UPSTREAM_KEY = "bench-upstream-key-workers"  # the multi-worker runs' calls, apart
 
 
@@ -167,7 +166,6 @@ def workers_scenario(
                 fake.url,
                 workers=workers,
                 log_level=log_level,
-                extra_env={"GEMINI_METER_UPSTREAM_MAX_CONNECTIONS": UPSTREAM_POOL},
             )
             try:
                 targets = [t for t in targets_for(fake, meter, None) if t.name != "direct"]
@@ -287,7 +285,6 @@ def main(argv: list[str] | None = None) -> int:
                 fake.url,
                 cpus=server_cpus,
                 log_level=args.proxy_log_level,
-                extra_env={"GEMINI_METER_UPSTREAM_MAX_CONNECTIONS": UPSTREAM_POOL},
             )
 
         meter = start_meter()

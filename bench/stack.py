@@ -42,6 +42,8 @@ __all__ = [
 UPSTREAM_KEY = "bench-upstream-key"  # gemini-meter's
 DIRECT_KEY = "bench-direct-key"  # the direct path's
 LITELLM_UPSTREAM_KEY = "bench-litellm-key"  # LiteLLM's
+# 1,000 streams need 1,000 upstream connections (HTTP/1.1); the default pool is 512.
+UPSTREAM_POOL = "2048"
 LITELLM_VENV = Path(os.environ.get("BENCH_LITELLM_VENV", "/tmp/litellm-venv"))
 LITELLM_MASTER_KEY = "sk-bench-litellm"
 # The PostgreSQL server for multi-worker runs (a database is created on it and dropped).
@@ -207,6 +209,7 @@ class Meter:
             GEMINI_METER_LOG_LEVEL=log_level,
             GEMINI_METER_SPOOL_DIR=str(ledger.rundir / "spool"),
             GEMINI_METER_METRICS_MULTIPROC_DIR=str(ledger.rundir / f"metrics-{port}"),
+            GEMINI_METER_UPSTREAM_MAX_CONNECTIONS=UPSTREAM_POOL,
         )
         return env
 
