@@ -5,9 +5,11 @@
 Each tree is a checkout (or any folder) with a ``proxy/`` package. For each round, each tree in
 turn is started (pinned as in ``bench.run``), warmed up, and driven at 16 concurrent requests on
 three workloads — native non-stream, OpenAI non-stream, OpenAI streams — while its CPU time is
-read from /proc. CPU µs per request is the figure to compare: on a shared machine it moves far
-less than requests/s. ``BENCH_PROXY_PYTHON`` runs the trees on another interpreter (a venv with
-an extra dependency).
+read from /proc, then at one request at a time (native) for its latency. CPU µs per request is
+the figure to compare: on a shared machine it moves far less than requests/s. The latency at
+concurrency 1 (p50 and p99 of the rounds' pooled requests) is the A/B for the proxy's tail: the
+machine's speed drifts between minutes, so two trees are only comparable when interleaved.
+``BENCH_PROXY_PYTHON`` runs the trees on another interpreter (a venv with an extra dependency).
 """
 
 from __future__ import annotations
@@ -28,12 +30,22 @@ from .stack import Fake, Ledger, Meter, snapshot_source
 
 __all__ = ["main"]
 
-WORKLOADS = (("native", False), ("openai", False), ("openai", True))
+# (route, streams, concurrency): 16 for CPU per request, 1 for the latency a lone call sees.
+WORKLOADS = (
+    ("native", False, 16),
+    ("openai", False, 16),
+    ("openai", True, 16),
+    ("native", False, 1),
+)
+
+
+def workload_name(route: str, stream: bool, concurrency: int) -> str:
+    return f"{route}{'-stream' if stream else ''}{'-c1' if concurrency == 1 else ''}"
 
 
 def measure_tree(
     tree: Path, fake: Fake, rundir: Path, seconds: float, cpus: tuple[list[int] | None, ...]
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     server, _ = cpus
     work = Path(tempfile.mkdtemp(dir=rundir))
     src = snapshot_source(tree, work)
@@ -45,20 +57,20 @@ def measure_tree(
         cpus=server,
         log_level="info",
     )
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     try:
         targets = {t.name: t for t in targets_for(fake, meter, None)}
-        for route, stream in WORKLOADS:
+        for route, stream, concurrency in WORKLOADS:
             t = targets[route]
             req = t.stream_request() if stream else t.request()
-            arun(run_closed_loop(t.host, t.port, [req], concurrency=16, duration=1.0))
+            arun(run_closed_loop(t.host, t.port, [req], concurrency=concurrency, duration=1.0))
             c0, m0 = cpu_seconds(meter.proc.pid), machine_busy_seconds()
             st = arun(
                 run_closed_loop(
                     t.host,
                     t.port,
                     [req],
-                    concurrency=16,
+                    concurrency=concurrency,
                     duration=seconds,
                     stagger=0.18 if stream else 0.0,
                 )
@@ -67,11 +79,13 @@ def measure_tree(
             busy = machine_busy_seconds() - m0
             n = len(st.results)
             bad = sum(1 for r in st.results if r.error or r.status != 200)
-            lat = summarize([r.first_body_s if stream else r.total_s for r in st.results])
-            out[f"{route}{'-stream' if stream else ''}"] = {
+            times = [r.first_body_s if stream else r.total_s for r in st.results]
+            lat = summarize(times)
+            out[workload_name(route, stream, concurrency)] = {
                 "cpu_us_per_req": 1e6 * cpu / n if n else 0.0,
                 "rps": n / st.elapsed,
                 "p50_ms": lat.get("p50_ms", 0.0),
+                "times_s": times,
                 "failed": bad,
                 "machine_busy_pct": 100 * busy / st.elapsed / (os.cpu_count() or 1),
             }
@@ -95,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if load:
         os.sched_setaffinity(0, set(load))
     rundir = Path(tempfile.mkdtemp(prefix="gemini-meter-compare-"))
-    runs: dict[str, list[dict[str, dict[str, float]]]] = {str(t): [] for t in args.trees}
+    runs: dict[str, list[dict[str, dict[str, Any]]]] = {str(t): [] for t in args.trees}
     fake = Fake.start(rundir, load)
     try:
         for r in range(args.rounds):
@@ -114,8 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         fake.proc.stop()
         shutil.rmtree(rundir, ignore_errors=True)
-    names = [f"{r}{'-stream' if s else ''}" for r, s in WORKLOADS]
-    header = ["tree", *(f"{n} CPU µs/req" for n in names), *(f"{n} req/s" for n in names)]
+    names = [workload_name(*w) for w in WORKLOADS]
+    header = [
+        "tree",
+        *(f"{n} CPU µs/req" for n in names),
+        *(f"{n} req/s" for n in names),
+        "native-c1 p50 / p99 ms",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     base: dict[str, float] | None = None
@@ -126,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         cells: list[Any] = [Path(tree).name]
         cells += [f"{cpu[n]:.0f} ({cpu[n] / base[n]:.2f}×)" for n in names]
         cells += [f"{rps[n]:.0f}" for n in names]
+        c1 = summarize([x for r in rounds for x in r["native-c1"]["times_s"]])
+        cells.append(f"{c1['p50_ms']:.3f} / {c1['p99_ms']:.3f}")
         print("| " + " | ".join(str(c) for c in cells) + " |")
     return 0
 

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field(default="info", description="Log level of the proxy and uvicorn.")
+    gc_tuning: bool = Field(
+        default=True,
+        description="Once started, freeze the objects alive (gc.freeze) and run the youngest "
+        "garbage-collector generation every 20,000 allocations instead of 700: a full collection "
+        "then skips the libraries' objects (~100 ms every few seconds under load otherwise).",
+    )
 
     @property
     def upstream_keys(self) -> list[str]:

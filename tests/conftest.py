@@ -182,6 +182,9 @@ def proxy_settings(database_url: str, upstream_url: str, **overrides: Any) -> Se
         "ledger_flush_interval": 0.02,
         "upstream_retries": 2,
         "admin_token": "admin-token-for-tests",
+        # The proxies run inside the test process: leave its garbage collector alone
+        # (tests/test_gc_tuning.py covers the tuning).
+        "gc_tuning": False,
     }
     values.update(overrides)
     return Settings(**values)
