@@ -1,8 +1,14 @@
-"""A loopback TCP forwarder that can cut the line: a database outage on demand.
+"""A loopback TCP forwarder that can cut or freeze the line: a store outage on demand.
 
-The proxy under test connects to PostgreSQL through it; ``cut()`` drops every open connection and
-refuses new ones (what a stopped server looks like from the client side), ``restore()`` brings
-the line back. The machine's shared PostgreSQL itself keeps running for the rest of the suite.
+The proxy under test reaches PostgreSQL or Redis through it:
+
+- ``cut()`` drops every open connection and refuses new ones (what a stopped server looks like
+  from the client side);
+- ``freeze()`` keeps every connection open and accepts new ones, but forwards no byte either way
+  (a server that hangs: SIGSTOP, a full disk, a network partition without resets);
+- ``restore()`` brings the line back from either: a frozen line forwards what it held back.
+
+The machine's shared PostgreSQL and Redis themselves keep running for the rest of the suite.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class TcpCut:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing: asyncio.Event | None = None  # made on the line's own loop
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def __enter__(self) -> TcpCut:
@@ -53,13 +60,27 @@ class TcpCut:
     def cut(self) -> None:
         self._call(self._close_all(stop_listening=True))
 
+    def freeze(self) -> None:
+        self._call(self._set_flowing(False))
+
     def restore(self) -> None:
         self._call(self._listen())
+        self._call(self._set_flowing(True))
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
+    async def _set_flowing(self, flowing: bool) -> None:
+        assert self._flowing is not None
+        if flowing:
+            self._flowing.set()
+        else:
+            self._flowing.clear()
+
     async def _listen(self) -> None:
+        if self._flowing is None:
+            self._flowing = asyncio.Event()
+            self._flowing.set()
         if self._server is None:
             self._server = await asyncio.start_server(
                 self._handle, "127.0.0.1", self.port, reuse_address=True
@@ -82,16 +103,22 @@ class TcpCut:
         self._writers.clear()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self._flowing is not None
+        flowing = self._flowing
+        self._writers.add(writer)
+        await flowing.wait()  # a frozen line accepts the connection, then says nothing
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
+            self._writers.discard(writer)
             return
-        self._writers |= {writer, up_writer}
+        self._writers.add(up_writer)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    await flowing.wait()  # frozen: hold the bytes until restore()
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()
