@@ -34,6 +34,21 @@ PG_ADMIN_URL = os.environ.get(
 
 T = TypeVar("T")
 
+# The two layers of the suite. A test is "e2e" when it runs a server, a database or a
+# subprocess (one of these fixtures, or a module marked e2e); every other test is "unit": pure
+# functions and in-process objects, the loop a developer runs in seconds: `pytest -m unit`.
+E2E_FIXTURES = frozenset(
+    {"sqlite_template", "sqlite_url", "pg_database", "pg_url", "db_url", "fake_server", "fake",
+     "start_proxy", "proxy", "backend", "shared_backend"}
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        layer = "e2e" if fixtures & E2E_FIXTURES or item.get_closest_marker("e2e") else "unit"
+        item.add_marker(getattr(pytest.mark, layer))
+
 
 def run_sync(fn: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine to completion on a fresh loop in a worker thread.

@@ -7,8 +7,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import NotFound
+from ..estimate import estimate_text_tokens, request_text
 from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
-from ..metering.estimate import estimate_text_tokens, request_text
 from ..model_ids import ANY_MODEL, ModelId, model_id
 from ..pipeline import CallResult, MeteredCall, Observer, finish, meter_headers, stream
 from ..services import authenticate

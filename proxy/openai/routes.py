@@ -11,8 +11,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import ProxyError
+from ..estimate import estimate_text_tokens
 from ..httputil import parse_json_object, read_body
-from ..metering.estimate import estimate_text_tokens
 from ..metering.meter import CallMeter
 from ..model_ids import ANY_MODEL, ModelId, model_id
 from ..pipeline import CallResult, fail, finish, meter_headers, stream

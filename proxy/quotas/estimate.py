@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ..metering.estimate import CHARS_PER_TOKEN
+from ..estimate import CHARS_PER_TOKEN
 from ..pricing.catalog import Catalog
 from ..pricing.cost import FREE_OPERATIONS, PricingError, compute_cost
 from ..usage import Usage
