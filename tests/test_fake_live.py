@@ -59,9 +59,7 @@ async def served(tls: Tls) -> AsyncIterator[tuple[FakeLive, str]]:
         yield fake, url
 
 
-def client(
-    url: str, tls: Tls, key: str = KEY, *, api_version: str | None = None
-) -> genai.Client:
+def client(url: str, tls: Tls, key: str = KEY, *, api_version: str | None = None) -> genai.Client:
     options = types.HttpOptions(
         base_url=url, api_version=api_version, async_client_args={"ssl": tls.client_context()}
     )
@@ -146,7 +144,7 @@ async def test_wrong_key_closes_1008_after_setup(served: tuple[FakeLive, str], t
 
 
 async def test_unknown_model_closes_1008(served: tuple[FakeLive, str], tls: Tls) -> None:
-    fake, url = served
+    _, url = served
     with pytest.raises(genai_errors.APIError) as caught:
         async with client(url, tls).aio.live.connect(model="gemini-2.5-pro"):
             pass
@@ -170,7 +168,7 @@ async def test_unknown_path_is_refused_at_the_handshake(
 async def test_a_first_message_that_is_not_a_setup_closes_1007(
     served: tuple[FakeLive, str], tls: Tls
 ) -> None:
-    fake, url = served
+    _, url = served
     ws_url = url.replace("https://", "wss://")
     path = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
     async with websockets.connect(f"{ws_url}{path}?key={KEY}", ssl=tls.client_context()) as ws:
@@ -226,8 +224,8 @@ async def test_three_text_turns_report_usage_per_turn(
 
 async def test_server_frames_text_or_binary_read_alike(tls: Tls) -> None:
     fake = FakeLive(api_key=KEY, binary=False)
-    fake.enqueue(Turn([Frame({"serverContent": {"modelTurn": {"parts": [{"text": "a"}]}}}, True),
-                       {"serverContent": {"turnComplete": True}, "usageMetadata": AUTO}]))  # fmt: skip
+    chunk = Frame({"serverContent": {"modelTurn": {"parts": [{"text": "a"}]}}}, binary=True)
+    fake.enqueue(Turn([chunk, {"serverContent": {"turnComplete": True}, "usageMetadata": AUTO}]))
     async with (
         fake.serve(tls) as url,
         client(url, tls).aio.live.connect(model=MODEL, config=TEXT_ONLY) as session,
@@ -300,9 +298,7 @@ async def test_tool_call_round_trip(served: tuple[FakeLive, str], tls: Tls) -> N
         function_declarations=[
             types.FunctionDeclaration(
                 name="get_weather",
-                parameters=types.Schema(
-                    type=types.Type.OBJECT, properties={"city": types.Schema(type=types.Type.STRING)}
-                ),
+                parameters=types.Schema(type="OBJECT", properties={"city": {"type": "STRING"}}),
             )
         ]
     )
@@ -314,15 +310,19 @@ async def test_tool_call_round_trip(served: tuple[FakeLive, str], tls: Tls) -> N
         call = first.tool_call.function_calls[0]
         assert (call.id, call.name, call.args) == ("call-1", "get_weather", {"city": "Paris"})
         await session.send_tool_response(
-            function_responses=[types.FunctionResponse(id=call.id, name=call.name,
-                                                       response={"sky": "clear"})]  # fmt: skip
+            function_responses=[
+                types.FunctionResponse(id=call.id, name=call.name, response={"sky": "clear"})
+            ]
         )
         rest = await turn_messages(session)
     assert "".join(m.text or "" for m in rest) == "It is sunny."
     rec = fake.sessions[0]
     assert rec.messages("tool_response") == [
-        {"functionResponses": [{"id": "call-1", "name": "get_weather",
-                                "response": {"sky": "clear"}}]}  # fmt: skip
+        {
+            "functionResponses": [
+                {"id": "call-1", "name": "get_weather", "response": {"sky": "clear"}}
+            ]
+        }
     ]
     # Two generations in one turn, each with its own usage: the tool call's, then the answer's,
     # whose prompt holds the call and the tool response as well.
