@@ -22,6 +22,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from proxy.live.messages import TurnMeter, TurnRecord, live_usage, parse_client, parse_server
 from tests.fakes.live import (
     AUTO,
     BAD_KEY,
@@ -30,6 +31,7 @@ from tests.fakes.live import (
     Frame,
     GoAway,
     Hold,
+    LiveSession,
     Pause,
     Turn,
     audio_turn,
@@ -69,6 +71,18 @@ def client(url: str, tls: Tls, key: str = KEY, *, api_version: str | None = None
 async def turn_messages(session: Any) -> list[types.LiveServerMessage]:
     """One turn's messages, as an app reads them (receive() stops after turnComplete)."""
     return [msg async for msg in session.receive()]
+
+
+def metered(rec: LiveSession) -> list[TurnRecord]:
+    """The relay's view of a session the fake served: its wire messages through the meter."""
+    meter = TurnMeter()
+    for side, msg in rec.transcript:
+        if side == "client":
+            meter.client(parse_client(msg))
+        else:
+            meter.server(parse_server(msg))
+    meter.close()
+    return meter.records
 
 
 def pcm(seconds: float, rate: int) -> bytes:
@@ -212,6 +226,10 @@ async def test_three_text_turns_report_usage_per_turn(
     assert first["responseTokenCount"] == math.ceil(len("Paris") / 4) + math.ceil(16 / 4)
     assert third["responseTokenCount"] == 1  # "OK."
     assert third["promptTokenCount"] > first["promptTokenCount"] + first["responseTokenCount"]
+    # The relay's meter reads the same turns, one record each, usage as sent.
+    records = metered(rec)
+    assert [r.usage for r in records] == [live_usage(u) for u in rec.usage_sent]
+    assert [r.complete for r in records] == [True, True, True]
     # The SDK's client content: a snake_case kind around camelCase fields.
     sent = [json.loads(r.data) for r in rec.received[1:]]
     assert sent[0] == {
@@ -272,6 +290,11 @@ async def test_audio_session_realtime_chunks_in_audio_out(
     # 25 tokens a second: 1 s spoken in, 0.5 s spoken out, the transcript billed as text.
     assert prompt[types.MediaModality.AUDIO] == 25
     assert response == {types.MediaModality.AUDIO: 12, types.MediaModality.TEXT: 2}
+    (record,) = metered(rec)
+    assert record.input_audio_seconds == pytest.approx(1.0)
+    assert record.output_audio_bytes == len(answer)
+    assert record.usage is not None and record.usage.prompt_audio_tokens == 25
+    assert (record.usage.response_audio_tokens, record.usage.response_text_tokens) == (12, 2)
 
 
 async def test_activity_end_ends_a_turn_with_manual_activity_detection(
@@ -332,6 +355,11 @@ async def test_tool_call_round_trip(served: tuple[FakeLive, str], tls: Tls) -> N
     assert answer_usage["promptTokenCount"] > (
         call_usage["promptTokenCount"] + call_usage["responseTokenCount"]
     )
+    # One turn for the meter, billed for both generations.
+    (record,) = metered(rec)
+    assert (record.generations, record.tool_calls) == (2, 1)
+    call, answer = live_usage(call_usage), live_usage(answer_usage)
+    assert call is not None and answer is not None and record.usage == call + answer
 
 
 async def test_upstream_closing_mid_turn_surfaces_code_and_reason(
@@ -350,7 +378,12 @@ async def test_upstream_closing_mid_turn_surfaces_code_and_reason(
     assert caught.value.code == 1011 and caught.value.details == "Internal error encountered."
     assert str(caught.value) == "1011 None. Internal error encountered."
     assert got == ["Once upon"]
-    assert fake.sessions[0].usage_sent == [] and fake.sessions[0].close_code == 1011
+    rec = fake.sessions[0]
+    await fake.await_until(lambda: rec.ended)
+    assert rec.usage_sent == [] and rec.close_code == 1011
+    # The meter keeps the cut turn, without usage, with what it saw for an estimate.
+    (cut,) = metered(rec)
+    assert (cut.complete, cut.usage, cut.output_text_chars) == (False, None, len("Once upon"))
 
 
 async def test_dropped_connection_is_1006(served: tuple[FakeLive, str], tls: Tls) -> None:

@@ -314,6 +314,8 @@ class LiveSession:
     received: list[Received] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
     usage_sent: list[dict[str, Any]] = field(default_factory=list)
+    # Both directions in the order the fake saw them: ("client" | "server", message).
+    transcript: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     turns_played: int = 0
     interrupted_turns: int = 0
     close_code: int | None = None  # as the fake saw the end (1006: no close frame)
@@ -612,6 +614,8 @@ class FakeLive:
             msg = None
         msg = msg if isinstance(msg, dict) else None
         s.rec.received.append(Received(data, msg))
+        if msg is not None:
+            s.rec.transcript.append(("client", msg))
         return msg
 
     def _on_client(self, s: _Session, data: str | bytes) -> None:
@@ -732,6 +736,7 @@ class FakeLive:
         if "usageMetadata" in msg:
             s.rec.usage_sent.append(msg["usageMetadata"])
         s.rec.sent.append(msg)
+        s.rec.transcript.append(("server", msg))
         text = json.dumps(msg)
         await s.ws.send(text.encode() if binary else text)
         if handle := self._resumption(s, msg):
