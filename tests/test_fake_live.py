@@ -549,3 +549,21 @@ def test_usage_metadata_is_self_consistent(no_warnings: None) -> None:
 def test_tls_files_exist(tls: Tls, tmp_path: Path) -> None:
     assert tls.cert_path.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
     assert b"PRIVATE KEY" in tls.key_path.read_bytes()
+
+
+async def test_ephemeral_token_dials_the_constrained_method_on_v1alpha(tls: Tls) -> None:
+    fake = FakeLive(api_key=KEY, tokens={"auth_tokens/abc"})
+    async with fake.serve(tls) as url:
+        sdk = client(url, tls, key="auth_tokens/abc", api_version="v1alpha")
+        with pytest.warns(genai_errors.ExperimentalWarning):
+            async with sdk.aio.live.connect(model=MODEL, config=TEXT_ONLY):
+                pass
+    rec = fake.sessions[0]
+    assert (rec.version, rec.method, rec.key_source) == (
+        "v1alpha",
+        "BidiGenerateContentConstrained",
+        "token",
+    )
+    assert rec.headers["authorization"] == "Token auth_tokens/abc" and rec.authorized
+    # The SDK still sends the token as x-goog-api-key too: a relay must not forward it upstream.
+    assert rec.headers["x-goog-api-key"] == "auth_tokens/abc"

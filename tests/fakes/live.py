@@ -335,7 +335,7 @@ class LiveSession:
     def messages(self, kind: str) -> list[dict[str, Any]]:
         return [_get(r.message, kind) for r in self.received if r.kind == kind]
 
-    def _add(self, bucket: dict[str, float], modality: str, tokens: float) -> None:
+    def add_tokens(self, bucket: dict[str, float], modality: str, tokens: float) -> None:
         if tokens:
             bucket[modality] = bucket.get(modality, 0) + tokens
 
@@ -602,7 +602,7 @@ class FakeLive:
         else:
             system = _get(setup, "system_instruction")
             chars = sum(len(p.get("text", "")) for p in (_get(system, "parts") or []))
-            rec._add(rec.context, "TEXT", _tokens(chars))
+            rec.add_tokens(rec.context, "TEXT", _tokens(chars))
         with self._lock:
             steps = self._setup_steps.popleft() if self._setup_steps else [{"setupComplete": {}}]
         return await self._play(s, steps)
@@ -636,7 +636,7 @@ class FakeLive:
     @staticmethod
     def _account(rec: LiveSession, kind: str, body: Any) -> tuple[bool, bool]:
         """Add a client message's tokens to the context; (ends the user turn, interrupts)."""
-        add = rec._add
+        add = rec.add_tokens
         if kind == "client_content":
             turns = _get(body, "turns") or []
             chars = sum(len(p.get("text", "")) for t in turns for p in (_get(t, "parts") or []))
@@ -762,19 +762,21 @@ class FakeLive:
         content = _get(msg, "server_content")
         for part in _get(_get(content, "model_turn"), "parts") or []:
             if isinstance(text := part.get("text"), str):
-                rec._add(rec.pending_out, "TEXT", _tokens(len(text)))
+                rec.add_tokens(rec.pending_out, "TEXT", _tokens(len(text)))
             blob = _get(part, "inline_data")
             mime = _get(blob, "mime_type")
             if isinstance(mime, str) and mime.startswith("audio/"):
                 size = len(_b64decode(_get(blob, "data")))
-                rec._add(rec.pending_out, "AUDIO", _pcm_tokens(size, _rate(mime, OUTPUT_RATE)))
+                rec.add_tokens(
+                    rec.pending_out, "AUDIO", _pcm_tokens(size, _rate(mime, OUTPUT_RATE))
+                )
         # Transcripts of the model's speech are billed as text output (seeds/004 line 138).
         transcript = _get(_get(content, "output_transcription"), "text")
         if isinstance(transcript, str):
-            rec._add(rec.pending_out, "TEXT", _tokens(len(transcript)))
+            rec.add_tokens(rec.pending_out, "TEXT", _tokens(len(transcript)))
         calls = _get(_get(msg, "tool_call"), "function_calls")
         if calls:
-            rec._add(rec.pending_out, "TEXT", _tokens(len(json.dumps(calls))))
+            rec.add_tokens(rec.pending_out, "TEXT", _tokens(len(json.dumps(calls))))
 
     async def _close(self, s: _Session, code: int, reason: str) -> None:
         rec = s.rec
