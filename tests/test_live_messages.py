@@ -386,6 +386,8 @@ AUDIO_OUT = base64.b64encode(b"\x00" * 4800).decode()
         ({"server_content": {"interrupted": True, "waiting_for_input": True}},
          ServerEvent(("server_content",), interrupted=True, waiting_for_input=True)),
         ({"usageMetadata": USAGE}, ServerEvent((), usage=LiveUsage(10, 0, 3, total_tokens=13))),
+        ({"serverContent": {"turnComplete": True, "interactionStatus": "in_progress"}},
+         ServerEvent(("server_content",), turn_complete=True, interaction_status="IN_PROGRESS")),
         ({"toolCall": {"functionCalls": [{"id": "c1", "name": "f", "args": {}}, {"name": "g"}]}},
          ServerEvent(("tool_call",), tool_call_ids=("c1",))),
         ({"toolCallCancellation": {"ids": ["c1", 7]}},
@@ -402,6 +404,23 @@ AUDIO_OUT = base64.b64encode(b"\x00" * 4800).decode()
 )  # fmt: skip
 def test_parse_server(msg: dict[str, Any], expected: ServerEvent) -> None:
     assert parse_server(msg) == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "ends"),
+    [
+        ({"turnComplete": True}, True),
+        ({"turnComplete": False}, False),
+        ({}, False),
+        ({"turnComplete": True, "interactionStatus": "INTERACTION_STATUS_UNSPECIFIED"}, True),
+        ({"turnComplete": True, "interactionStatus": "IN_PROGRESS"}, False),
+        ({"turnComplete": True, "interactionStatus": "IDLE"}, True),
+        ({"interaction_status": "IDLE"}, True),
+        ({"turnComplete": True, "interactionStatus": "REQUIRES_ACTION"}, False),
+    ],
+)
+def test_ends_turn_as_the_sdk_decides(content: dict[str, Any], ends: bool) -> None:
+    assert parse_server({"serverContent": content}).ends_turn is ends
 
 
 # -- turns ---------------------------------------------------------------------------------
@@ -497,6 +516,18 @@ def test_an_interrupted_turn_still_ends_at_turn_complete() -> None:
     assert ended[4] == [1] and ended[6] == [2]
     assert [r.interrupted for r in meter.records] == [True, False]
     assert not meter.records[0].generation_complete
+
+
+def test_background_reasoning_keeps_the_turn_open() -> None:
+    more = {
+        "serverContent": {"turnComplete": True, "interactionStatus": "IN_PROGRESS"},
+        "usageMetadata": usage(10, 2),
+    }
+    idle = {"serverContent": {"turnComplete": True, "interactionStatus": "IDLE"},
+            "usageMetadata": usage(15, 3)}  # fmt: skip
+    meter, ended = run(ask(), text("thinking"), more, text("found it"), idle)
+    assert ended == [[], [], [], [], [1]]
+    assert meter.records[0].generations == 2 and prompts(meter) == [(25, 5)]
 
 
 def test_usage_after_turn_complete_joins_its_turn() -> None:

@@ -412,12 +412,22 @@ class ServerEvent:
     generation_complete: bool = False
     interrupted: bool = False
     waiting_for_input: bool = False
+    interaction_status: str | None = None  # IN_PROGRESS / IDLE, when the server says
     tool_call_ids: tuple[str, ...] = ()
     cancelled_tool_call_ids: tuple[str, ...] = ()
     go_away_seconds: float | None = None  # goAway.timeLeft; -1.0 if present but unreadable
     resumption_handle: str | None = None  # sessionResumptionUpdate.newHandle when resumable
     text_chars: int = 0  # modelTurn text and outputTranscription, for estimates
     audio_bytes: int = 0  # modelTurn inlineData audio
+
+    @property
+    def ends_turn(self) -> bool:
+        """The model is done with the turn. As the SDK's ``receive()`` decides it: an
+        ``interactionStatus`` (sent with turnComplete by servers that reason in the background)
+        overrides turnComplete, and only IDLE ends the turn."""
+        if self.interaction_status not in (None, "INTERACTION_STATUS_UNSPECIFIED"):
+            return self.interaction_status == "IDLE"
+        return self.turn_complete
 
     @property
     def opens_turn(self) -> bool:
@@ -463,6 +473,7 @@ def parse_server(msg: Mapping[str, Any]) -> ServerEvent:
     if go_away is not None:
         seconds = parse_duration(get(go_away, "time_left"))
         seconds = -1.0 if seconds is None else seconds
+    status = get(content, "interaction_status")
     update = get(msg, "session_resumption_update")
     handle = get(update, "new_handle") if _true(get(update, "resumable")) else None
     return ServerEvent(
@@ -472,6 +483,7 @@ def parse_server(msg: Mapping[str, Any]) -> ServerEvent:
         generation_complete=_true(get(content, "generation_complete")),
         interrupted=_true(get(content, "interrupted")),
         waiting_for_input=_true(get(content, "waiting_for_input")),
+        interaction_status=status.upper() if isinstance(status, str) else None,
         tool_call_ids=_ids(get(get(msg, "tool_call"), "function_calls"), "id"),
         cancelled_tool_call_ids=_ids(get(get(msg, "tool_call_cancellation"), "ids"), ""),
         go_away_seconds=seconds,
@@ -524,11 +536,13 @@ class TurnRecord:
 class TurnMeter:
     """Folds a session's messages into one :class:`TurnRecord` per turn. No I/O, no clock.
 
-    A turn ends at ``serverContent.turnComplete`` (after ``interrupted`` too: the protocol
-    then still sends turnComplete). Within a turn, usage reports are folded per *generation*:
-    a later report replaces an earlier one (Gemini's counts are snapshots, as in streamed
-    generateContent), and a tool call ends a generation, since the model answers the tool
-    response in a new one that reads the whole context again. A turn whose turnComplete came
+    A turn ends where the SDK's ``receive()`` ends it (:attr:`ServerEvent.ends_turn`): at
+    ``serverContent.turnComplete``, after ``interrupted`` too (the protocol then still sends
+    turnComplete), unless an ``interactionStatus`` says more is coming. Within a turn, usage
+    reports are folded per *generation*: a later report replaces an earlier one (Gemini's
+    counts are snapshots, as in streamed generateContent), and a tool call (or a turnComplete
+    that is not the end) ends a generation, since the model answers in a new one that reads
+    the whole context again. A turn whose turnComplete came
     without usage is held until the next server message: a usage-only message then completes
     it, anything else releases it as it is.
     """
@@ -596,7 +610,9 @@ class TurnMeter:
         if ev.tool_call_ids or "tool_call" in ev.kinds:
             turn.tool_calls += 1
             self._end_generation()
-        if ev.turn_complete:
+        if ev.turn_complete and not ev.ends_turn:  # more output follows: a new generation
+            self._end_generation()
+        if ev.ends_turn:
             done = self._finish(complete=True)
             if done.usage is None:
                 self._held = done
