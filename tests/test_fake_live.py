@@ -75,14 +75,13 @@ async def turn_messages(session: Any) -> list[types.LiveServerMessage]:
 
 def metered(rec: LiveSession) -> list[TurnRecord]:
     """The relay's view of a session the fake served: its wire messages through the meter."""
-    meter = TurnMeter()
+    meter, records = TurnMeter(), []
     for side, msg in rec.transcript:
         if side == "client":
             meter.client(parse_client(msg))
         else:
-            meter.server(parse_server(msg))
-    meter.close()
-    return meter.records
+            records += meter.server(parse_server(msg))
+    return records + meter.close()
 
 
 def pcm(seconds: float, rate: int) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from proxy.live.messages import (
     ServerEvent,
     SetupError,
     TurnMeter,
+    TurnRecord,
     b64_size,
     close_reason,
     decode,
@@ -445,25 +447,35 @@ def ask(t: str = "hi") -> dict[str, Any]:
                                "turnComplete": True}}  # fmt: skip
 
 
-def run(*messages: dict[str, Any], close: bool = False) -> tuple[TurnMeter, list[list[int]]]:
-    """Feed a session (client messages have a snake_case kind) to a meter; per message, the
-    indexes of the turns it ended."""
-    meter = TurnMeter()
-    ended: list[list[int]] = []
-    for msg in messages:
+@dataclass
+class Run:
+    meter: TurnMeter = field(default_factory=TurnMeter)
+    records: list[TurnRecord] = field(default_factory=list)
+
+    def feed(self, msg: dict[str, Any]) -> list[int]:
+        """One message (a client's has a snake_case kind); the indexes of the turns it ended."""
         if parse_client(msg).kind is not None:
-            meter.client(parse_client(msg))
-            ended.append([])
-        else:
-            ended.append([r.index for r in meter.server(parse_server(msg))])
+            self.meter.client(parse_client(msg))
+            return []
+        return self.keep(self.meter.server(parse_server(msg)))
+
+    def keep(self, records: list[TurnRecord]) -> list[int]:
+        self.records += records
+        return [r.index for r in records]
+
+
+def run(*messages: dict[str, Any], close: bool = False) -> tuple[Run, list[list[int]]]:
+    """Feed a session to a meter; per message, the indexes of the turns it ended."""
+    r = Run()
+    ended = [r.feed(msg) for msg in messages]
     if close:
-        ended.append([r.index for r in meter.close()])
-    return meter, ended
+        ended.append(r.keep(r.meter.close()))
+    return r, ended
 
 
-def prompts(meter: TurnMeter) -> list[tuple[int, int] | None]:
-    return [(r.usage.prompt_tokens, r.usage.response_tokens) if r.usage else None
-            for r in meter.records]  # fmt: skip
+def prompts(r: Run) -> list[tuple[int, int] | None]:
+    return [(t.usage.prompt_tokens, t.usage.response_tokens) if t.usage else None
+            for t in r.records]  # fmt: skip
 
 
 def test_three_turns_one_record_each() -> None:
@@ -579,8 +591,8 @@ def test_close_with_nothing_under_way_records_nothing() -> None:
     start = {"realtime_input": {"activityStart": {}}}
     meter, ended = run(ask(), text("a"), done(usage(5, 1)), start, close=True)
     assert ended[-1] == [] and [r.index for r in meter.records] == [1]
-    meter.client(parse_client(ask()))
-    meter.server(parse_server(done(usage(7, 1))))
+    meter.feed(ask())
+    meter.feed(done(usage(7, 1)))
     assert [r.index for r in meter.records] == [1, 2]
 
 

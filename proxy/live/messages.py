@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Final
 
@@ -542,9 +542,9 @@ class TurnMeter:
     reports are folded per *generation*: a later report replaces an earlier one (Gemini's
     counts are snapshots, as in streamed generateContent), and a tool call (or a turnComplete
     that is not the end) ends a generation, since the model answers in a new one that reads
-    the whole context again. A turn whose turnComplete came
-    without usage is held until the next server message: a usage-only message then completes
-    it, anything else releases it as it is.
+    the whole context again. A turn whose turnComplete came without usage is held until the
+    next server message: a usage-only message then completes it, anything else releases it as
+    it is. The meter keeps no finished turns: a session's memory stays flat however long it is.
     """
 
     _index: int = 0
@@ -552,7 +552,6 @@ class TurnMeter:
     _settled: LiveUsage | None = None  # sum of the turn's finished generations
     _pending: LiveUsage | None = None  # the latest report of the current generation
     _held: TurnRecord | None = None
-    records: list[TurnRecord] = field(default_factory=list)  # every record handed out
 
     def _turn(self) -> TurnRecord:
         if self._open is None:
@@ -574,10 +573,6 @@ class TurnMeter:
         self._open, self._settled = None, None
         return turn
 
-    def _emit(self, out: list[TurnRecord], turn: TurnRecord) -> None:
-        out.append(turn)
-        self.records.append(turn)
-
     def client(self, msg: ClientInput) -> None:
         """Note a client message (its input belongs to the turn being built)."""
         if not msg.is_input:
@@ -594,9 +589,9 @@ class TurnMeter:
             held, self._held = self._held, None
             if ev.usage is not None and not ev.opens_turn:
                 held.usage, held.generations = ev.usage, 1
-                self._emit(out, held)
+                out.append(held)
                 return out
-            self._emit(out, held)
+            out.append(held)
         if not (ev.opens_turn or ev.usage is not None):
             return out
         turn = self._turn()
@@ -617,19 +612,19 @@ class TurnMeter:
             if done.usage is None:
                 self._held = done
             else:
-                self._emit(out, done)
+                out.append(done)
         return out
 
     def close(self) -> list[TurnRecord]:
         """The session ended: the held turn, and the turn cut mid-way if one was under way."""
         out: list[TurnRecord] = []
         if self._held is not None:
-            self._emit(out, self._held)
+            out.append(self._held)
             self._held = None
         if self._open is not None:
             cut = self._finish(complete=False)
             if not cut.empty:
-                self._emit(out, cut)
+                out.append(cut)
             else:
                 self._index -= 1  # nothing was said: not a turn
         return out
