@@ -15,12 +15,13 @@ server messages into one :class:`TurnRecord` per turn.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Final
+
+import orjson
 
 from proxy.metering.usage import Usage
 
@@ -108,8 +109,8 @@ def _kinds(msg: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
 def decode(frame: str | bytes) -> dict[str, Any]:
     """One WebSocket frame's JSON object. Text and binary frames carry the same JSON."""
     try:
-        msg = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as exc:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
         raise LiveMessageError(f"not JSON: {exc}") from None
     if not isinstance(msg, dict):
         raise LiveMessageError("a Live message is a JSON object")
