@@ -55,6 +55,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tests.fakes.gemini import FakeGemini
 from tests.fakes.tls import Tls
 
 _PATH = re.compile(
@@ -436,18 +437,9 @@ class FakeLive:
         """Let turns waiting at a :class:`Hold` go on."""
         self._released.set()
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 3.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError("FakeLive: condition not reached")
-            time.sleep(0.005)
-
-    async def await_until(self, predicate: Callable[[], bool], within: float = 3.0) -> None:
-        # Polling, not an Event: a fake served on another thread changes state there.
-        async with asyncio.timeout(within):
-            while not predicate():  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
+    # FakeGemini's polling helpers use nothing of the instance: the same functions serve here.
+    wait_until = FakeGemini.wait_until
+    await_until = FakeGemini.await_until
 
     # -- serving ----------------------------------------------------------------------------
 
