@@ -258,7 +258,7 @@ async def test_audio_session_realtime_chunks_in_audio_out(
 ) -> None:
     fake, url = served
     answer = pcm(0.5, 24000)
-    fake.enqueue(audio_turn(answer, chunks=4, transcript="A tone."))
+    fake.enqueue(audio_turn(answer, chunks=4, transcript="A tone.", heard="Beep."))
     config = types.LiveConnectConfig(
         response_modalities=[types.Modality.AUDIO],
         output_audio_transcription=types.AudioTranscriptionConfig(),
@@ -272,8 +272,9 @@ async def test_audio_session_realtime_chunks_in_audio_out(
         msgs = await turn_messages(session)
     heard = b"".join(m.data or b"" for m in msgs)
     assert heard == answer
-    transcripts = [m.server_content.output_transcription for m in msgs if m.server_content]
-    assert [t.text for t in transcripts if t] == ["A tone."]
+    contents = [m.server_content for m in msgs if m.server_content]
+    assert [c.input_transcription.text for c in contents if c.input_transcription] == ["Beep."]
+    assert [c.output_transcription.text for c in contents if c.output_transcription] == ["A tone."]
     rec = fake.sessions[0]
     chunks = rec.messages("realtime_input")
     assert len(chunks) == 11

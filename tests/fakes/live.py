@@ -237,13 +237,19 @@ def text_turn(*texts: str, usage: dict[str, Any] | Any = AUTO) -> Turn:
 
 
 def audio_turn(
-    pcm: bytes, *, chunks: int = 3, transcript: str | None = None, usage: Any = AUTO
+    pcm: bytes,
+    *,
+    chunks: int = 3,
+    transcript: str | None = None,
+    heard: str | None = None,
+    usage: Any = AUTO,
 ) -> Turn:
     """An audio answer: ``pcm`` (16-bit, 24 kHz) in ``chunks`` inlineData parts, base64 as
-    protobuf JSON has it, with an optional outputTranscription."""
+    protobuf JSON has it, with optional transcriptions of the client's speech (``heard``,
+    sent first) and of the answer (``transcript``)."""
     size = max(1, math.ceil(len(pcm) / chunks))
     mime = f"audio/pcm;rate={OUTPUT_RATE}"
-    steps: list[Step] = []
+    steps: list[Step] = [_content(inputTranscription={"text": heard})] if heard else []
     for i in range(0, len(pcm), size):
         data = base64.b64encode(pcm[i : i + size]).decode()
         steps.append(
