@@ -134,21 +134,17 @@ def _true(value: Any) -> bool:
 # preview-09-2025 or gemini-live-2.5-flash-preview. Anything else (a host, a path, a query,
 # percent-encoding, Vertex's publishers/... names) is refused before it can reach upstream.
 _MODEL_ID = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,126}[a-z0-9])?")
-_COLLECTIONS = ("models/", "tunedModels/")
 
 
 def model_id(name: Any) -> str:
     """The bare model id of a setup's ``model`` (``models/<id>``; a bare ``<id>`` is accepted).
 
-    Raises :class:`SetupError` for anything that is not one plain id.
+    Raises :class:`SetupError` for anything that is not one plain id — ``tunedModels/<id>``
+    too, which the SDK would pass: its id could pass an allow-list meant for a base model.
     """
     if not isinstance(name, str) or not name:
         raise SetupError("setup.model is required (models/<id>)")
-    bare = name
-    for prefix in _COLLECTIONS:
-        if name.startswith(prefix):
-            bare = name[len(prefix) :]
-            break
+    bare = name.removeprefix("models/")
     if ".." in bare or not _MODEL_ID.fullmatch(bare):
         raise SetupError("setup.model must be models/<id> with a plain model id")
     return bare
