@@ -137,6 +137,13 @@ async def test_base_url_with_trailing_slash_dials_double_slash(
     assert fake.sessions[0].version == "v1alpha"
 
 
+async def test_an_http_base_url_still_dials_wss(served: tuple[FakeLive, str], tls: Tls) -> None:
+    fake, url = served
+    async with client(url.replace("https://", "http://"), tls).aio.live.connect(model=MODEL):
+        pass
+    assert len(fake.sessions) == 1  # the fake only speaks TLS: the SDK dialled wss://
+
+
 async def test_key_in_query_as_raw_clients_send_it(served: tuple[FakeLive, str], tls: Tls) -> None:
     fake, url = served
     ws_url = url.replace("https://", "wss://")
