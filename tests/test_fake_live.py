@@ -300,7 +300,7 @@ async def test_audio_session_realtime_chunks_in_audio_out(
     (record,) = metered(rec)
     assert record.input_audio_seconds == pytest.approx(1.0)
     assert record.output_audio_bytes == len(answer)
-    assert record.usage is not None and record.usage.prompt_audio_tokens == 25
+    assert record.usage is not None and record.usage.audio_prompt_tokens == 25
     assert (record.usage.response_audio_tokens, record.usage.response_text_tokens) == (12, 2)
 
 

@@ -29,7 +29,7 @@ from proxy.live.messages import (
     pcm_seconds,
     setup_model,
 )
-from proxy.metering.usage import Usage
+from proxy.usage import Usage
 
 # -- spelling and frames -------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ EXPECTED = LiveUsage(
     prompt_tokens=452,
     response_tokens=24,
     total_tokens=476,
-    prompt_audio_tokens=300,
+    audio_prompt_tokens=300,
     prompt_image_tokens=60,
     prompt_video_tokens=40,
     response_audio_tokens=20,
@@ -203,7 +203,7 @@ EXPECTED = LiveUsage(
                                   {"modality": "IMAGE", "tokenCount": 8}, "junk",
                                   {"modality": "VIDEO", "tokenCount": -3}],
           "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 9}]},
-         LiveUsage(prompt_tokens=10, response_tokens=5, prompt_audio_tokens=8,
+         LiveUsage(prompt_tokens=10, response_tokens=5, audio_prompt_tokens=8,
                    prompt_image_tokens=2, response_audio_tokens=5)),
         ({"promptTokenCount": "12", "responseTokenCount": True, "thoughtsTokenCount": 3.5},
          LiveUsage()),
@@ -234,7 +234,7 @@ def test_live_usage_modality_parts() -> None:
 
 def test_to_usage_reads_the_live_output_count() -> None:
     usage = EXPECTED.to_usage()
-    assert usage == Usage(prompt_tokens=452, output_tokens=24, prompt_audio_tokens=300,
+    assert usage == Usage(prompt_tokens=452, output_tokens=24, audio_prompt_tokens=300,
                           output_audio_tokens=20)  # fmt: skip
     # Usage.from_metadata reads generateContent's candidatesTokenCount, which Live does not
     # send: read directly, a Live turn would bill no output at all.

@@ -308,8 +308,8 @@ def test_unknown_price_list_is_an_error(catalog: Catalog) -> None:
 
 
 def test_fallback_list_prices_what_the_default_cannot() -> None:
-    from proxy.metering.usage import Usage
     from proxy.pricing.cost import price_call
+    from proxy.usage import Usage
 
     usage = Usage(prompt_tokens=1_000_000, output_tokens=1_000_000)
     strict = Catalog.load()

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.metering.usage import Usage
 from proxy.pricing.catalog import Catalog
 from proxy.pricing.cost import (
     Cost,
@@ -26,6 +25,7 @@ from proxy.pricing.cost import (
     compute_cost,
     price_call,
 )
+from proxy.usage import Usage
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "gemini"
 AT = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -66,7 +66,7 @@ CASES = [
         "api/2.0-flash/mixed-audio-prompt",
         "gemini-api",
         "models/gemini-2.0-flash-001",
-        Usage(prompt_tokens=10_000, prompt_audio_tokens=4_000, output_tokens=1_000),
+        Usage(prompt_tokens=10_000, audio_prompt_tokens=4_000, output_tokens=1_000),
         per_million((6_000, "0.10"), (4_000, "0.70"), (1_000, "0.40")),  # 0.0038
         lines={"input": 6_000, "input_audio": 4_000, "output": 1_000},
     ),
@@ -84,7 +84,7 @@ CASES = [
         "gemini-2.0-flash",
         Usage(
             prompt_tokens=5_230,
-            prompt_audio_tokens=4_800,
+            audio_prompt_tokens=4_800,
             cached_tokens=4_096,
             cached_audio_tokens=4_096,
             output_tokens=11,
@@ -104,7 +104,7 @@ CASES = [
         "api/2.0-flash-lite/1M-each",
         "gemini-api",
         "gemini-2.0-flash-lite",
-        Usage(prompt_tokens=1_000_000, prompt_audio_tokens=1_000, output_tokens=1_000_000),
+        Usage(prompt_tokens=1_000_000, audio_prompt_tokens=1_000, output_tokens=1_000_000),
         Decimal("0.375"),  # one input rate for every modality: 0.075 + 0.30
     ),
     Case(
@@ -126,7 +126,7 @@ CASES = [
         "api/2.5-flash-preview/audio",
         "gemini-api",
         "gemini-2.5-flash",
-        Usage(prompt_tokens=1_000, prompt_audio_tokens=1_000, output_tokens=100),
+        Usage(prompt_tokens=1_000, audio_prompt_tokens=1_000, output_tokens=100),
         per_million((1_000, "1"), (100, "0.6")),  # 0.00106
     ),
     Case(
@@ -278,7 +278,7 @@ CASES = [
         "gemini-3-flash-preview",
         Usage(
             prompt_tokens=10_000,
-            prompt_audio_tokens=6_000,
+            audio_prompt_tokens=6_000,
             cached_tokens=5_000,
             cached_audio_tokens=3_000,
             output_tokens=500,
@@ -332,7 +332,7 @@ CASES = [
         "gemini-2.5-flash",
         Usage(
             prompt_tokens=5_230,
-            prompt_audio_tokens=4_800,
+            audio_prompt_tokens=4_800,
             cached_tokens=4_096,
             cached_audio_tokens=4_096,
             output_tokens=11,
@@ -361,7 +361,7 @@ CASES = [
         "vertex/2.5-flash-lite/batch-audio",
         "vertex-ai",
         "gemini-2.5-flash-lite",
-        Usage(prompt_tokens=10_000, prompt_audio_tokens=10_000, output_tokens=1_000),
+        Usage(prompt_tokens=10_000, audio_prompt_tokens=10_000, output_tokens=1_000),
         per_million((10_000, "0.15"), (1_000, "0.2")),  # 0.0017
         batch=True,
     ),
@@ -384,7 +384,7 @@ CASES = [
         "vertex/2.0-flash/cached-audio",
         "vertex-ai",
         "gemini-2.0-flash",
-        Usage(prompt_tokens=1_000, prompt_audio_tokens=1_000, cached_tokens=1_000),
+        Usage(prompt_tokens=1_000, audio_prompt_tokens=1_000, cached_tokens=1_000),
         per_million((1_000, "0.25")),  # no cache details: the cache can only hold audio here
         lines={"cached_input_audio": 1_000},
     ),
@@ -392,7 +392,7 @@ CASES = [
         "vertex/2.0-flash-lite/audio",
         "vertex-ai",
         "gemini-2.0-flash-lite",
-        Usage(prompt_tokens=1_000, prompt_audio_tokens=1_000),
+        Usage(prompt_tokens=1_000, audio_prompt_tokens=1_000),
         per_million((1_000, "0.075")),
     ),
     Case(
@@ -401,7 +401,7 @@ CASES = [
         "gemini-2.0-flash-live-001",
         Usage(
             prompt_tokens=1_000,
-            prompt_audio_tokens=1_000,
+            audio_prompt_tokens=1_000,
             output_tokens=1_000,
             output_audio_tokens=1_000,
         ),
@@ -435,7 +435,7 @@ CASES = [
         "vertex/1.5-pro/characters-audio",
         "vertex-ai",
         "gemini-1.5-pro",
-        Usage(prompt_tokens=1_000, prompt_audio_tokens=400, output_tokens=1_000),
+        Usage(prompt_tokens=1_000, audio_prompt_tokens=400, output_tokens=1_000),
         per_million((600, "1.25"), (400, "1.25"), (1_000, "5")),  # 0.00625
     ),
     Case(
@@ -483,7 +483,7 @@ def test_every_token_is_billed_once(catalog: Catalog) -> None:
     assert price is not None
     usage = Usage(
         prompt_tokens=10_000,
-        prompt_audio_tokens=6_000,
+        audio_prompt_tokens=6_000,
         cached_tokens=5_000,
         cached_audio_tokens=3_000,
         tool_use_prompt_tokens=700,
@@ -563,7 +563,7 @@ REFUSALS = [
     ("vertex/image-generation/video-rate", "vertex-ai", "gemini-2.0-flash-preview-image-generation",
      Usage(prompt_tokens=10), False, UnmeterableUsage, "video"),
     ("vertex/image-generation/no-batch", "vertex-ai", "gemini-2.0-flash-preview-image-generation",
-     Usage(prompt_tokens=10, prompt_audio_tokens=10), True, MissingRate, "no batch rate"),
+     Usage(prompt_tokens=10, audio_prompt_tokens=10), True, MissingRate, "no batch rate"),
     ("vertex/multimodalembedding", "vertex-ai", "multimodalembedding@001",
      Usage(prompt_tokens=10), False, UnmeterableUsage, "image, video"),
     ("vertex/veo", "vertex-ai", "veo-3.0-generate-001",
@@ -724,7 +724,7 @@ def usages(draw: st.DrawFn) -> Usage:
         output_tokens=draw(counts),
         thinking_tokens=draw(counts),
         tool_use_prompt_tokens=draw(counts),
-        prompt_audio_tokens=draw(counts),
+        audio_prompt_tokens=draw(counts),
         cached_audio_tokens=draw(counts),
     )
 

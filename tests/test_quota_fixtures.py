@@ -16,9 +16,9 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import text
 
+from proxy.caller import Caller
 from proxy.db import queries
 from proxy.db.engine import make_engine, make_sessionmaker
-from proxy.db.queries import KeyInfo
 from proxy.pricing.catalog import Catalog
 from proxy.quotas.estimate import estimate_call
 from proxy.quotas.manage import set_policy
@@ -121,7 +121,7 @@ async def open_store(
             await engine.dispose()
 
 
-async def make_key(url: str, tenant: str) -> KeyInfo:
+async def make_key(url: str, tenant: str) -> Caller:
     engine = make_engine(url)
     try:
         async with make_sessionmaker(engine)() as session:
@@ -132,7 +132,7 @@ async def make_key(url: str, tenant: str) -> KeyInfo:
             await session.commit()
             info = await queries.lookup_key(session, queries.hash_key(secret))
             assert info is not None
-            return info
+            return info.caller
     finally:
         await engine.dispose()
 

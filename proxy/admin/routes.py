@@ -23,9 +23,8 @@ from ..db.reports import GROUPS, usage_report
 from ..db.tables import ApiKey, Tenant
 from ..errors import BadRequest, Forbidden, NotFound, ProxyError, Unauthenticated
 from ..formats import write_usage
-from ..forwarding import authenticate
 from ..quotas import QuotaPolicyError, delete_policy, get_policies, set_policy
-from ..services import Services, services
+from ..services import Services, authenticate, services
 
 __all__ = ["FromQ", "GroupQ", "ToQ", "create_admin_app", "tenant_usage", "usage_response"]
 

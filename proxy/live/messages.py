@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import orjson
 
-from proxy.metering.usage import Usage
+from proxy.usage import Usage
 
 __all__ = [
     "CLIENT_KINDS",
@@ -190,7 +190,7 @@ class LiveUsage:
     thoughts_tokens: int = 0
     tool_use_prompt_tokens: int = 0
     total_tokens: int = 0  # as reported; 0 when absent
-    prompt_audio_tokens: int = 0
+    audio_prompt_tokens: int = 0
     prompt_image_tokens: int = 0
     prompt_video_tokens: int = 0
     cached_audio_tokens: int = 0
@@ -199,7 +199,7 @@ class LiveUsage:
 
     @property
     def prompt_text_tokens(self) -> int:
-        return self.prompt_tokens - self.prompt_audio_tokens - self.prompt_image_video_tokens
+        return self.prompt_tokens - self.audio_prompt_tokens - self.prompt_image_video_tokens
 
     @property
     def prompt_image_video_tokens(self) -> int:
@@ -222,7 +222,7 @@ class LiveUsage:
             output_tokens=self.response_tokens,
             thinking_tokens=self.thoughts_tokens,
             tool_use_prompt_tokens=self.tool_use_prompt_tokens,
-            prompt_audio_tokens=self.prompt_audio_tokens,
+            audio_prompt_tokens=self.audio_prompt_tokens,
             cached_audio_tokens=self.cached_audio_tokens,
             output_image_tokens=self.response_image_tokens,
             output_audio_tokens=self.response_audio_tokens,
@@ -260,7 +260,7 @@ def live_usage(md: Any) -> LiveUsage | None:
         thoughts_tokens=_int(get(md, "thoughts_token_count")),
         tool_use_prompt_tokens=_int(get(md, "tool_use_prompt_token_count")),
         total_tokens=_int(get(md, "total_token_count")),
-        prompt_audio_tokens=audio,
+        audio_prompt_tokens=audio,
         prompt_image_tokens=image,
         prompt_video_tokens=video,
         cached_audio_tokens=cached_audio,

@@ -23,10 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from proxy.metering.usage import Usage
 from proxy.openai.chat import completion_usage, finish_reason, split_parts
 from proxy.openai.errors import UpstreamStreamError, openai_error_from_gemini
 from proxy.openai.tool_ids import new_tool_call_id
+from proxy.usage import Usage
 from proxy.wire.openai import (
     ChatCompletionChunk,
     ChoiceDelta,

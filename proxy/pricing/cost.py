@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
-from ..metering.usage import Usage
+from ..usage import Usage
 from .catalog import Catalog
 from .prices import ALL_MODALITIES, ModelPrice, Rate
 from .schema import TOKEN_UNITS
 
 __all__ = [
+    "FREE_OPERATIONS",
     "USD_PLACES",
     "Cost",
     "CostLine",
@@ -28,9 +29,13 @@ __all__ = [
     "UnmeterableUsage",
     "compute_cost",
     "price_call",
+    "price_operation",
 ]
 
 USD_PLACES = 10  # the ledger's NUMERIC(20, 10)
+# Operations Google does not bill: their rows cost exactly zero rather than unpriced, and no
+# budget, token or rate limit applies to them.
+FREE_OPERATIONS = frozenset({"countTokens", "listModels", "getModel"})
 _QUANTUM = Decimal(1).scaleb(-USD_PLACES)
 _MILLION = Decimal(1_000_000)
 _THOUSAND = Decimal(1000)
@@ -111,7 +116,7 @@ def _split(u: Usage) -> _Counts:
     # cached is part of prompt, audio part of prompt, cached audio part of both; images and audio
     # part of the candidates. Clamp so inconsistent counts can never bill a negative amount.
     prompt = u.prompt_tokens
-    audio = min(u.prompt_audio_tokens, prompt)
+    audio = min(u.audio_prompt_tokens, prompt)
     cached = min(u.cached_tokens, prompt)
     cached_audio = min(u.cached_audio_tokens, cached, audio)
     cached_other = min(cached - cached_audio, prompt - audio)
@@ -296,6 +301,15 @@ def price_call(
         return result
     alt = _price_on(catalog, model, usage, status=status, at=at, batch=batch, price_list=fallback)
     return alt if alt.priced else result
+
+
+def price_operation(
+    catalog: Catalog, operation: str, model: str, usage: Usage, *, status: int
+) -> PricedCall:
+    """Price a finished call of ``operation`` now: free operations cost exactly $0."""
+    if operation in FREE_OPERATIONS:
+        return PricedCall(Decimal(0), True, None, None, None, reason=f"{operation} is not billed")
+    return price_call(catalog, model, usage, status=status, at=None)
 
 
 def _price_on(

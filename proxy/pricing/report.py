@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from ..metering.usage import Usage
+from ..usage import Usage
 from .catalog import Catalog, ModelPrice, Rate
 from .cost import USD_PLACES, Cost, PricedCall, price_call
 
@@ -139,6 +139,6 @@ def quote(
         cached_tokens=cached_tokens,
         output_tokens=output_tokens,
         thinking_tokens=thinking_tokens,
-        prompt_audio_tokens=audio_tokens,
+        audio_prompt_tokens=audio_tokens,
     )
     return price_call(catalog, model, usage, status=200, at=at, batch=batch, price_list=price_list)
