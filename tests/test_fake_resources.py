@@ -20,40 +20,30 @@ from google import genai
 from google.genai import _api_client, types
 from google.genai import errors as genai_errors
 
+from tests.conftest import UPSTREAM_KEY as KEY
 from tests.fakes.caches import IMAGE_TOKENS
 from tests.fakes.gemini import ErrorReply, FakeGemini
 from tests.fakes.media import png
 from tests.fakes.rest import GOOGLE_ORIGIN, parse_time
 from tests.fakes.server import serve
 
-KEY = "upstream-test-key"
 MODEL = "gemini-2.5-flash"
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 BIG_TEXT = "cache me " * 600  # 5,400 characters: 1,350 tokens, over the 1,024 minimum
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[FakeGemini, str]]:
-    fake = FakeGemini(api_key=KEY)
-    with serve(fake) as url:
-        yield fake, url
-
-
 @pytest.fixture
-def fake(served: tuple[FakeGemini, str]) -> FakeGemini:
-    served[0].reset()
-    return served[0]
-
-
-@pytest.fixture
-def url(served: tuple[FakeGemini, str]) -> str:
-    return served[1]
+def url(fake_server: tuple[FakeGemini, str]) -> str:
+    return fake_server[1]
 
 
 @pytest.fixture(scope="module")
-def clients(served: tuple[FakeGemini, str]) -> Iterator[tuple[genai.Client, httpx.Client]]:
-    # Made once: building a client takes a quarter of a second (its TLS context).
-    url = served[1]
+def clients(
+    fake_server: tuple[FakeGemini, str],
+) -> Iterator[tuple[genai.Client, httpx.Client]]:
+    # Made once: building a client takes a quarter of a second (its TLS context). The served
+    # fake and the `fake` fixture that resets it for every test come from conftest.
+    url = fake_server[1]
     sdk = genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=url))
     with httpx.Client(base_url=url, headers={"x-goog-api-key": KEY}, timeout=10) as rest:
         yield sdk, rest
@@ -753,7 +743,7 @@ def test_veo_operation_polled_over_rest_and_by_the_sdk(
     assert sdk_video and sdk_video.uri == uri
     assert client.files.download(file=sdk_video) == video.content  # the SDK parses the https URI
     stored = client.files.get(name=file_path.split("/")[-1].split(":")[0])
-    assert stored.video_metadata == {"videoDuration": "6s"}
+    assert (stored.source, stored.mime_type) == ("GENERATED", "video/mp4")
 
 
 def test_veo_operation_errors_and_filtering(http: httpx.Client, fake: FakeGemini) -> None:

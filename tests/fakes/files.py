@@ -39,7 +39,6 @@ from tests.fakes.rest import (
     page,
     rfc3339,
     rpc_status,
-    seconds,
 )
 
 CHUNK_GRANULARITY = 8 * 1024 * 1024  # Google's, and google-genai's CHUNK_SIZE
@@ -61,7 +60,6 @@ class StoredFile:
     display_name: str | None = None
     state: str = "ACTIVE"  # "PROCESSING" / "ACTIVE" / "FAILED"
     gets_processing: int = 0  # files.get calls answered while PROCESSING
-    video_seconds: float | None = None
     error: dict[str, Any] | None = None
 
     @property
@@ -87,8 +85,6 @@ class StoredFile:
         }
         if self.source == "GENERATED":
             res["downloadUri"] = f"{env.origin}/download/v1beta/{self.name}:download?alt=media"
-        if self.video_seconds is not None:
-            res["videoMetadata"] = {"videoDuration": seconds(timedelta(seconds=self.video_seconds))}
         if self.error:
             res["error"] = self.error
         return res
@@ -189,20 +185,10 @@ class Files:
         source: str = "UPLOADED",
         display_name: str | None = None,
         name: str | None = None,
-        video_seconds: float | None = None,
     ) -> StoredFile:
         name = name or f"files/{new_id()}"
         state = "PROCESSING" if self.processing_gets and source == "UPLOADED" else "ACTIVE"
-        f = StoredFile(
-            name,
-            mime_type,
-            data,
-            self.env.clock(),
-            source,
-            display_name,
-            state,
-            video_seconds=video_seconds,
-        )
+        f = StoredFile(name, mime_type, data, self.env.clock(), source, display_name, state)
         self.files[name] = f
         return f
 

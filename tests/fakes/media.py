@@ -180,7 +180,7 @@ class Media:
             samples = []
             for i in range(kept):
                 data = b"\x00\x00\x00\x18ftypmp42" + f"fake {op.seconds}s video {i}".encode()
-                f = self.files.add(data, "video/mp4", source="GENERATED", video_seconds=op.seconds)
+                f = self.files.add(data, "video/mp4", source="GENERATED")
                 uri = f"{self.env.origin}/v1beta/{f.name}:download?alt=media"
                 samples.append({"video": {"uri": uri}})
             response: dict[str, Any] = {"generatedSamples": samples} if samples else {}

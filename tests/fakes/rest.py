@@ -114,10 +114,6 @@ def parse_duration(text: Any) -> timedelta | None:
     return timedelta(seconds=float(m[1])) if m else None
 
 
-def seconds(delta: timedelta) -> str:
-    return f"{delta.total_seconds():g}s"
-
-
 def get(body: dict[str, Any], camel: str) -> Any:
     """``body[camel]`` or its snake_case spelling."""
     if camel in body:
