@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from tests.fakes.caches import Caches, estimate_tokens, file_uris, with_cached
-from tests.fakes.files import Files
+from tests.fakes.files import Files, missing_file
 from tests.fakes.gemini import JsonReply, RecordedRequest, text_response, usage_metadata
 from tests.fakes.rest import (
     Env,
@@ -287,11 +287,7 @@ class Batches:
     def _file_items(self, file_name: str) -> list[Item] | JsonReply:
         f = self.files.lookup(file_name)
         if f is None:
-            return google_error(
-                403,
-                f"You do not have permission to access the File "
-                f"{file_name.removeprefix('files/')} or it may not exist.",
-            )
+            return missing_file(file_name)
         items = []
         for line in f.data.splitlines():
             if not line.strip():

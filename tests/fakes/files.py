@@ -99,6 +99,14 @@ class UploadSession:
     received: bytearray = field(default_factory=bytearray)
 
 
+def missing_file(file_id: str) -> JsonReply:
+    """Google's answer for a file it does not hold (or that is not the caller's): 403."""
+    file_id = file_id.removeprefix("files/")
+    return google_error(
+        403, f"You do not have permission to access the File {file_id} or it may not exist."
+    )
+
+
 def _upload_reply(status: str, body: Any = b"", code: int = 200, **headers: str) -> JsonReply:
     hdrs = {"X-Goog-Upload-Status": status} | {k.replace("_", "-"): v for k, v in headers.items()}
     return JsonReply(body, code, hdrs)
@@ -166,9 +174,7 @@ class Files:
             return None
         f = self.lookup(m[1])
         if f is None:
-            return google_error(
-                403, f"You do not have permission to access the File {m[1]} or it may not exist."
-            )
+            return missing_file(m[1])
         if f.state != "ACTIVE":
             return google_error(
                 400,
@@ -230,9 +236,7 @@ class Files:
     def _one(self, req: RecordedRequest, file_id: str) -> JsonReply:
         f = self.lookup(file_id)
         if f is None:
-            return google_error(
-                403, f"You do not have permission to access the File {file_id} or it may not exist."
-            )
+            return missing_file(file_id)
         if req.action == "files.delete":
             del self.files[f.name]
             return JsonReply({})

@@ -49,6 +49,13 @@ class Resources:
         self.caches = Caches(self.env, self.files)
         self.batches = Batches(self.env, self.files, self.caches)
         self.media = Media(self.env, self.files)
+        self._servers: dict[str, _Server] = {
+            "files": self.files,
+            "cachedContents": self.caches,
+            "batches": self.batches,
+            "operations": self.media,
+            "media": self.media,
+        }
 
     def action(self, req: RecordedRequest) -> str | None:
         """The name of a resource request (None for routes this module does not serve)."""
@@ -85,15 +92,8 @@ class Resources:
                 f = self.files.lookup(req.path.split("?")[0].rsplit("/", 1)[-1])
                 return self.files.download(req, f) if f else builtin(req)
             route = split_path(req)
-            servers: dict[str, _Server] = {
-                "files": self.files,
-                "cachedContents": self.caches,
-                "batches": self.batches,
-                "operations": self.media,
-                "media": self.media,
-            }
             action = req.action or ""
-            server = servers.get(_MODEL_ACTIONS.get(action) or action.split(".")[0])
+            server = self._servers.get(_MODEL_ACTIONS.get(action) or action.split(".")[0])
             if server is not None and route is not None:
                 return server.serve(req, route)
             if req.action in _GENERATE and req.method == "POST":
