@@ -32,8 +32,8 @@ def _all_prices(catalog: Catalog) -> list[ModelPrice]:
 
 EXPECTED_IDS = {
     "gemini-api": {
-        "gemini-2.5-flash",
-        "gemini-2.5-pro",
+        "gemini-2.5-flash-preview-04-17",
+        "gemini-2.5-pro-preview-05-06",
         "gemini-2.0-flash",
         "gemini-2.0-flash-live",
         "gemini-2.0-flash-lite",
@@ -46,16 +46,16 @@ EXPECTED_IDS = {
         "text-embedding-004",
     },
     "vertex-ai": {
-        "gemini-3-pro",
-        "gemini-3-flash",
+        "gemini-3-pro-preview",
+        "gemini-3-flash-preview",
         "gemini-2.5-pro",
-        "gemini-2.5-computer-use",
+        "gemini-2.5-computer-use-preview",
         "gemini-2.5-flash",
         "gemini-2.5-flash-live",
         "gemini-2.5-flash-lite",
         "gemini-2.0-flash",
         "gemini-2.0-flash-image-generation",
-        "gemini-2.0-flash-live",
+        "gemini-2.0-flash-live-preview",
         "gemini-2.0-flash-lite",
         "gemini-1.5-flash",
         "gemini-1.5-pro",
@@ -219,14 +219,18 @@ def test_normalize_model(raw: str, expected: str) -> None:
 
 
 RESOLUTION = [
-    # (price list, model as sent, catalog id or None)
-    ("gemini-api", "gemini-2.5-flash", "gemini-2.5-flash"),
-    ("gemini-api", "models/gemini-2.5-flash", "gemini-2.5-flash"),
-    ("gemini-api", "gemini-2.5-flash-preview-04-17", "gemini-2.5-flash"),
-    ("gemini-api", "gemini-2.5-flash-preview-05-20", "gemini-2.5-flash"),
-    ("gemini-api", "gemini-2.5-flash-001", "gemini-2.5-flash"),
-    ("gemini-api", "gemini-2.5-pro-preview-05-06", "gemini-2.5-pro"),
-    ("gemini-api", "gemini-2.5-pro-preview-03-25", "gemini-2.5-pro"),
+    # (price list, model as sent, catalog id or None), one list at a time. Across lists (the
+    # default, then the fallback) see tests/test_pricing_resolution.py.
+    # The Gemini API seed prices 2.5 Flash and Pro as previews only: on that list alone a bare id
+    # gets the preview entry as the last resort (flagged; with the fallback list it gets Vertex's
+    # GA price instead).
+    ("gemini-api", "gemini-2.5-flash", "gemini-2.5-flash-preview-04-17"),
+    ("gemini-api", "models/gemini-2.5-flash", "gemini-2.5-flash-preview-04-17"),
+    ("gemini-api", "gemini-2.5-flash-preview-04-17", "gemini-2.5-flash-preview-04-17"),
+    ("gemini-api", "gemini-2.5-flash-preview-05-20", "gemini-2.5-flash-preview-04-17"),
+    ("gemini-api", "gemini-2.5-flash-001", "gemini-2.5-flash-preview-04-17"),
+    ("gemini-api", "gemini-2.5-pro-preview-05-06", "gemini-2.5-pro-preview-05-06"),
+    ("gemini-api", "gemini-2.5-pro-preview-03-25", "gemini-2.5-pro-preview-05-06"),
     ("gemini-api", "gemini-2.0-flash-001", "gemini-2.0-flash"),
     ("gemini-api", "gemini-2.0-flash-lite", "gemini-2.0-flash-lite"),
     ("gemini-api", "gemini-2.0-flash-lite-001", "gemini-2.0-flash-lite"),
@@ -251,18 +255,19 @@ RESOLUTION = [
     ("gemini-api", "gemini-2.5-flash-preview-tts", None),
     ("gemini-api", "gpt-4o", None),
     ("gemini-api", "", None),
-    ("vertex-ai", "gemini-3-pro-preview", "gemini-3-pro"),
-    ("vertex-ai", "gemini-3-pro-image-preview", "gemini-3-pro"),
-    ("vertex-ai", "gemini-3-flash-preview", "gemini-3-flash"),
+    ("vertex-ai", "gemini-3-pro-preview", "gemini-3-pro-preview"),
+    ("vertex-ai", "gemini-3-pro-image-preview", "gemini-3-pro-preview"),
+    ("vertex-ai", "gemini-3-pro", "gemini-3-pro-preview"),  # no GA price anywhere: flagged
+    ("vertex-ai", "gemini-3-flash-preview", "gemini-3-flash-preview"),
     ("vertex-ai", "gemini-2.5-flash", "gemini-2.5-flash"),
     ("vertex-ai", "gemini-2.5-flash-image", "gemini-2.5-flash"),
     ("vertex-ai", "gemini-2.5-flash-image-preview", "gemini-2.5-flash"),
     ("vertex-ai", "gemini-2.5-flash-preview-09-2025", "gemini-2.5-flash"),
     ("vertex-ai", "gemini-2.5-flash-lite", "gemini-2.5-flash-lite"),
     ("vertex-ai", "gemini-2.5-flash-lite-preview-06-17", "gemini-2.5-flash-lite"),
-    ("vertex-ai", "gemini-2.5-computer-use-preview-10-2025", "gemini-2.5-computer-use"),
+    ("vertex-ai", "gemini-2.5-computer-use-preview-10-2025", "gemini-2.5-computer-use-preview"),
     ("vertex-ai", "gemini-live-2.5-flash-preview", "gemini-2.5-flash-live"),
-    ("vertex-ai", "gemini-2.0-flash-live-preview-04-09", "gemini-2.0-flash-live"),
+    ("vertex-ai", "gemini-2.0-flash-live-preview-04-09", "gemini-2.0-flash-live-preview"),
     ("vertex-ai", "gemini-2.0-flash-preview-image-generation", "gemini-2.0-flash-image-generation"),
     ("vertex-ai", "gemini-1.0-pro-002", "gemini-1.0-pro"),
     ("vertex-ai", "gemini-embedding-001", "gemini-embedding"),
@@ -473,6 +478,7 @@ models:
   - id: m
     name: M
     section: s
+    release: {stage: ga, source: s}
     rates:
       input: {usd: "1", source: "s:1"}
 """
@@ -488,6 +494,7 @@ models:
   - id: m
     name: M
     section: s
+    release: {{stage: ga, source: s}}
 {model_extra}    rates:
 {rates}"""
 
@@ -541,12 +548,14 @@ BAD_LISTS = [
     ("not-yaml", "models: [unclosed", "not valid YAML"),
     (
         "same-model-twice",
-        GOOD_LIST + "  - id: m\n    name: M\n    section: s\n    rates: {}\n",
+        GOOD_LIST + "  - id: m\n    name: M\n    section: s\n    release: {stage: ga, source: s}\n"
+        "    rates: {}\n",
         "listed twice",
     ),
     (
         "alias-clash",
-        GOOD_LIST + "  - id: n\n    name: N\n    section: s\n    aliases: [m]\n    rates: {}\n",
+        GOOD_LIST + "  - id: n\n    name: N\n    section: s\n    release: {stage: ga, source: s}\n"
+        "    aliases: [m]\n    rates: {}\n",
         "names both",
     ),
 ]
@@ -582,7 +591,7 @@ BAD_OVERRIDES = [
     (
         "discount-unknown-model",
         'discounts:\n  - {discount: "0.1", model: gpt-4o, source: s}\n',
-        "unknown or ambiguous model",
+        "unknown model",
     ),
     (
         "discount-unknown-list",

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from .. import metrics
 from ..db.queries import KeyInfo
 from ..pricing.catalog import Catalog, normalize_model
-from ..pricing.cost import price_call
+from ..pricing.cost import PricedCall, price_call
+from ..pricing.review import PriceReview
 from .ledger import LedgerWriter
 from .ledger_event import LedgerEvent
 from .usage import Usage
@@ -44,6 +45,7 @@ class Metering:
     catalog: Catalog
     ledger: LedgerWriter
     quotas: QuotaService | None = None
+    price_review: PriceReview = field(default_factory=PriceReview)
     _unpriced_logged: set[str] = field(default_factory=set)
 
     def open(
@@ -175,6 +177,7 @@ class CallMeter:
         m = self._metering
 
         catalog_id: str | None = None
+        pc: PricedCall | None = None
         if self.operation in FREE_OPERATIONS:
             cost: Decimal | None = Decimal(0)
             priced, price_list, price_version = True, None, None
@@ -228,7 +231,7 @@ class CallMeter:
         )
         # Metrics are bookkeeping the client need not wait for: counted on the loop's next
         # turn, after the reply now being built has gone out.
-        args = (usage, status, elapsed, overhead, cost, priced, known or status == 200)
+        args = (usage, status, elapsed, overhead, cost, priced, known or status == 200, pc)
         try:
             asyncio.get_running_loop().call_soon(self._count, *args)
         except RuntimeError:  # no loop (a meter closed by synchronous code): count now
@@ -244,6 +247,7 @@ class CallMeter:
         cost: Decimal | None,
         priced: bool,
         model_known: bool,
+        pc: PricedCall | None = None,
     ) -> None:
         metrics.PROXY_OVERHEAD.labels(self.route).observe(overhead)
         tenant = self.key.tenant_name
@@ -265,6 +269,8 @@ class CallMeter:
                 metrics.TOKENS.labels(tenant, model, kind).inc(n)
         if cost:
             metrics.COST_USD.labels(tenant, model).inc(float(cost))
+        if pc is not None and pc.warnings:
+            self._metering.price_review.report(self.model, model, pc)
         if not priced:
             metrics.UNPRICED_CALLS.labels(model).inc()
             if self.model not in self._metering._unpriced_logged:
