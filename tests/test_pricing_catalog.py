@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from proxy.pricing.catalog import Catalog, ModelPrice, normalize_model
+from proxy.pricing.prices import strip_version
 from proxy.pricing.schema import ENGINE_KINDS, TOKEN_UNITS
 
 SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "seeds"
@@ -47,10 +48,12 @@ EXPECTED_IDS = {
     },
     "vertex-ai": {
         "gemini-3-pro-preview",
+        "gemini-3-pro-image-preview",
         "gemini-3-flash-preview",
         "gemini-2.5-pro",
         "gemini-2.5-computer-use-preview",
         "gemini-2.5-flash",
+        "gemini-2.5-flash-image",
         "gemini-2.5-flash-live",
         "gemini-2.5-flash-lite",
         "gemini-2.0-flash",
@@ -160,6 +163,31 @@ def test_thresholds_are_the_seeds_inclusive_bounds(
     assert price.long_context_threshold == threshold
 
 
+# How the seeds label a preview: Vietnamese (000), English and French (004).
+PREVIEW_LABEL = re.compile(r"xem trước|preview|aperçu", re.IGNORECASE)
+
+
+@pytest.mark.skipif(not SEEDS.is_dir(), reason="shared/seeds is not beside the repository")
+def test_every_release_is_the_seeds_label(catalog: Catalog) -> None:
+    """A preview entry cites a line that labels it preview; a GA entry cites unlabelled lines."""
+    problems = []
+    for price in _all_prices(catalog):
+        m = SOURCE.match(price.stage_source or "")
+        assert m is not None, (price.id, price.stage_source)
+        lines = (SEEDS / m.group(1)).read_text("utf-8").splitlines()
+        text = " | ".join(lines[int(n) - 1] for n in m.group(2).split(","))
+        if bool(PREVIEW_LABEL.search(text)) != price.is_preview:
+            problems.append(f"{price.price_list}/{price.id} is {price.stage}: {text!r}")
+        if price.is_preview:
+            # A preview's id is a preview id; where the seed gives the id (000), it is that one.
+            cut = strip_version(price.id)
+            assert cut is not None and cut[1].startswith("-preview"), price.id
+            assert price.preview_of and not set(price.preview_of) & {price.id, *price.aliases}
+            if m.group(1).startswith("000"):
+                assert price.id in text, price.id
+    assert problems == []
+
+
 def test_metered_rates_have_token_units_or_are_flagged(catalog: Catalog) -> None:
     for price in _all_prices(catalog):
         if price.billing == "media":
@@ -256,12 +284,12 @@ RESOLUTION = [
     ("gemini-api", "gpt-4o", None),
     ("gemini-api", "", None),
     ("vertex-ai", "gemini-3-pro-preview", "gemini-3-pro-preview"),
-    ("vertex-ai", "gemini-3-pro-image-preview", "gemini-3-pro-preview"),
+    ("vertex-ai", "gemini-3-pro-image-preview", "gemini-3-pro-image-preview"),
     ("vertex-ai", "gemini-3-pro", "gemini-3-pro-preview"),  # no GA price anywhere: flagged
     ("vertex-ai", "gemini-3-flash-preview", "gemini-3-flash-preview"),
     ("vertex-ai", "gemini-2.5-flash", "gemini-2.5-flash"),
-    ("vertex-ai", "gemini-2.5-flash-image", "gemini-2.5-flash"),
-    ("vertex-ai", "gemini-2.5-flash-image-preview", "gemini-2.5-flash"),
+    ("vertex-ai", "gemini-2.5-flash-image", "gemini-2.5-flash-image"),
+    ("vertex-ai", "gemini-2.5-flash-image-preview", "gemini-2.5-flash-image"),
     ("vertex-ai", "gemini-2.5-flash-preview-09-2025", "gemini-2.5-flash"),
     ("vertex-ai", "gemini-2.5-flash-lite", "gemini-2.5-flash-lite"),
     ("vertex-ai", "gemini-2.5-flash-lite-preview-06-17", "gemini-2.5-flash-lite"),

@@ -352,7 +352,7 @@ CASES = [
     Case(
         "vertex/2.5-flash/batch-image-output",
         "vertex-ai",
-        "gemini-2.5-flash",
+        "gemini-2.5-flash-image",
         Usage(prompt_tokens=20, output_tokens=1_290, output_image_tokens=1_290),
         per_million((20, "0.15"), (1_290, "15")),
         batch=True,
@@ -551,7 +551,7 @@ REFUSALS = [
      Usage(prompt_tokens=10), False, MissingRate, "no input rate"),
     ("api/imagen-per-image", "gemini-api", "imagen-3.0-generate-002",
      Usage(prompt_tokens=10), False, UnmeterableUsage, "per image"),
-    ("vertex/3-pro/long-image", "vertex-ai", "gemini-3-pro-preview",
+    ("vertex/3-pro/long-image", "vertex-ai", "gemini-3-pro-image-preview",
      Usage(prompt_tokens=200_001, output_tokens=1_120, output_image_tokens=1_120), False,
      MissingRate, "no long-context rate for output_image"),
     ("vertex/1.5-flash/no-cache-rate", "vertex-ai", "gemini-1.5-flash",
