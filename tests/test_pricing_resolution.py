@@ -29,7 +29,7 @@ from proxy.settings import Settings
 from tests.conftest import RunningProxy
 from tests.fakes.gemini import text_reply, usage_metadata
 from tests.test_metrics import sample, wait_for
-from tests.test_pricing_catalog import SEEDS, _appears
+from tests.test_pricing_catalog import GOOD_LIST, SEEDS, _appears
 
 ROOT = Path(__file__).resolve().parents[1]
 AT = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -374,25 +374,15 @@ def test_a_discount_follows_a_ga_override(overridden: Catalog) -> None:
     ids=["preview-of-nothing", "ga-preview-of", "preview-of-itself", "unknown-stage", "no-source"],
 )
 def test_bad_release_is_refused(release: str, message: str) -> None:
-    text = f"""
-price_list: test
-version: v1
-currency: USD
-source: test
-models:
-  - id: m
-    name: M
-    section: s
-    release: {release}
-    rates: {{}}
-"""
+    text = GOOD_LIST.replace("release: {stage: ga, source: s}", f"release: {release}")
+    assert text != GOOD_LIST
     with pytest.raises(ValueError, match=message):
         Catalog.from_documents([("data/test.yaml", text)], default_list="test")
 
 
 def test_a_package_entry_needs_a_release() -> None:
-    text = "price_list: test\nversion: v1\ncurrency: USD\nsource: t\nmodels:\n"
-    text += "  - {id: m, name: M, section: s, rates: {}}\n"
+    text = GOOD_LIST.replace("    release: {stage: ga, source: s}\n", "")
+    assert text != GOOD_LIST
     with pytest.raises(ValueError, match="release"):
         Catalog.from_documents([("data/test.yaml", text)], default_list="test")
 
