@@ -98,7 +98,8 @@ def _release(m: ModelFile, lst: PriceList, origin: str) -> ReleaseFile:
         history = lst.prices.get(normalize_model(m.id))
         if history:
             p = history[0]
-            return ReleaseFile(stage=p.stage, preview_of=p.preview_of, source=p.stage_source or "")
+            source = p.stage_source or p.section
+            return ReleaseFile(stage=p.stage, preview_of=p.preview_of, source=source)
         return ReleaseFile(stage=GA, source="override file")
     if release.stage == PREVIEW and not release.preview_of:
         raise ValueError(f"{origin}: model {m.id!r}: a preview names the ids it previews")
