@@ -47,6 +47,7 @@ __all__ = [
     "LEDGER_WRITE_FAILURES",
     "MULTIPROC_ENV",
     "OPEN_STREAMS",
+    "PRICE_WARNINGS",
     "PROXY_OVERHEAD",
     "QUOTA_REJECTIONS",
     "QUOTA_THRESHOLD_CROSSINGS",
@@ -124,6 +125,13 @@ UNPRICED_CALLS = Counter(
     "gemini_meter_unpriced_calls_total",
     "Calls whose model has no price in the catalog, by model.",
     ["model"],
+)
+PRICE_WARNINGS = Counter(
+    "gemini_meter_price_warnings_total",
+    "Calls priced from a price to review, by model, the price list that priced them and reason: "
+    "preview_price_for_ga_id (a GA id priced from an entry its seed labels preview) or "
+    "fallback_list (priced on the fallback list).",
+    ["model", "price_list", "reason"],
 )
 
 # -- upstream and server ----------------------------------------------------------------------

@@ -48,6 +48,8 @@ ALLOWED_LABELS = {
     "status",
     "limit",
     "threshold",
+    "price_list",
+    "reason",
 }
 
 

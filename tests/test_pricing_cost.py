@@ -125,7 +125,7 @@ CASES = [
     Case(
         "api/2.5-flash-preview/audio",
         "gemini-api",
-        "gemini-2.5-flash",
+        "gemini-2.5-flash-preview-04-17",
         Usage(prompt_tokens=1_000, audio_prompt_tokens=1_000, output_tokens=100),
         per_million((1_000, "1"), (100, "0.6")),  # 0.00106
     ),
@@ -139,14 +139,14 @@ CASES = [
     Case(
         "api/2.5-pro/at-threshold",
         "gemini-api",
-        "gemini-2.5-pro",
+        "gemini-2.5-pro-preview-05-06",
         Usage(prompt_tokens=200_000, output_tokens=1_000),
         per_million((200_000, "1.25"), (1_000, "10")),  # 0.26
     ),
     Case(
         "api/2.5-pro/threshold-plus-1",
         "gemini-api",
-        "gemini-2.5-pro",
+        "gemini-2.5-pro-preview-05-06",
         Usage(prompt_tokens=200_001, output_tokens=1_000),
         per_million((200_001, "2.5"), (1_000, "15")),  # 0.5150025
         long_context=True,
@@ -154,7 +154,7 @@ CASES = [
     Case(
         "api/2.5-pro/cached-plus-thinking",
         "gemini-api",
-        "gemini-2.5-pro",
+        "gemini-2.5-pro-preview-05-06",
         Usage(
             prompt_tokens=150_000, cached_tokens=100_000, output_tokens=2_000, thinking_tokens=8_000
         ),
@@ -164,7 +164,7 @@ CASES = [
         # The cache counts towards the threshold: 150k fresh + 150k cached = 300k > 200k.
         "api/2.5-pro/cached-counts-toward-threshold",
         "gemini-api",
-        "gemini-2.5-pro",
+        "gemini-2.5-pro-preview-05-06",
         Usage(
             prompt_tokens=300_000, cached_tokens=150_000, output_tokens=1_000, thinking_tokens=1_000
         ),
@@ -175,7 +175,7 @@ CASES = [
         # Tool-use tokens are billed but not compared with the threshold.
         "api/2.5-pro/tool-use-not-in-threshold",
         "gemini-api",
-        "gemini-2.5-pro",
+        "gemini-2.5-pro-preview-05-06",
         Usage(prompt_tokens=200_000, tool_use_prompt_tokens=50_000, output_tokens=100),
         per_million((200_000, "1.25"), (50_000, "1.25"), (100, "10")),
     ),
@@ -352,7 +352,7 @@ CASES = [
     Case(
         "vertex/2.5-flash/batch-image-output",
         "vertex-ai",
-        "gemini-2.5-flash",
+        "gemini-2.5-flash-image",
         Usage(prompt_tokens=20, output_tokens=1_290, output_image_tokens=1_290),
         per_million((20, "0.15"), (1_290, "15")),
         batch=True,
@@ -479,7 +479,7 @@ def test_worked_example(catalog: Catalog, case: Case) -> None:
 
 
 def test_every_token_is_billed_once(catalog: Catalog) -> None:
-    price = catalog.resolve("gemini-3-flash", price_list="vertex-ai")
+    price = catalog.resolve("gemini-3-flash-preview", price_list="vertex-ai")
     assert price is not None
     usage = Usage(
         prompt_tokens=10_000,
@@ -533,7 +533,7 @@ def test_total_is_rounded_half_up_to_ten_places(
 # -- refusals: never $0 -------------------------------------------------------------------
 
 REFUSALS = [
-    ("api/2.5-flash-preview/cache-coming-soon", "gemini-api", "gemini-2.5-flash",
+    ("api/2.5-flash-preview/cache-coming-soon", "gemini-api", "gemini-2.5-flash-preview-04-17",
      Usage(prompt_tokens=10, cached_tokens=5), False, MissingRate, "no cached_input"),
     ("api/2.0-flash-lite/no-cache", "gemini-api", "gemini-2.0-flash-lite",
      Usage(prompt_tokens=10, cached_tokens=5), False, MissingRate, "no cached_input"),
@@ -551,7 +551,7 @@ REFUSALS = [
      Usage(prompt_tokens=10), False, MissingRate, "no input rate"),
     ("api/imagen-per-image", "gemini-api", "imagen-3.0-generate-002",
      Usage(prompt_tokens=10), False, UnmeterableUsage, "per image"),
-    ("vertex/3-pro/long-image", "vertex-ai", "gemini-3-pro",
+    ("vertex/3-pro/long-image", "vertex-ai", "gemini-3-pro-image-preview",
      Usage(prompt_tokens=200_001, output_tokens=1_120, output_image_tokens=1_120), False,
      MissingRate, "no long-context rate for output_image"),
     ("vertex/1.5-flash/no-cache-rate", "vertex-ai", "gemini-1.5-flash",
@@ -568,7 +568,7 @@ REFUSALS = [
      Usage(prompt_tokens=10), False, UnmeterableUsage, "image, video"),
     ("vertex/veo", "vertex-ai", "veo-3.0-generate-001",
      Usage(prompt_tokens=10), False, UnmeterableUsage, "per image or second"),
-    ("vertex/computer-use/no-cache", "vertex-ai", "gemini-2.5-computer-use",
+    ("vertex/computer-use/no-cache", "vertex-ai", "gemini-2.5-computer-use-preview",
      Usage(prompt_tokens=10, cached_tokens=10), False, MissingRate, "no cached_input"),
 ]  # fmt: skip
 
@@ -739,7 +739,9 @@ def _catalog(default_list: str) -> Catalog:
 @given(usage=usages(), batch=st.booleans())
 def test_cost_is_never_negative_and_sums_its_lines(usage: Usage, batch: bool) -> None:
     catalog = _catalog("vertex-ai")
-    for model in ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-3-flash", "gemini-2.0-flash-lite"):
+    for model in (
+        "gemini-2.5-pro", "gemini-2.5-flash", "gemini-3-flash-preview", "gemini-2.0-flash-lite"
+    ):  # fmt: skip
         price = catalog.resolve(model)
         assert price is not None
         cost = compute_cost(usage, price, batch=batch)
@@ -759,7 +761,7 @@ def test_cost_is_never_negative_and_sums_its_lines(usage: Usage, batch: bool) ->
 @given(prompt=st.integers(min_value=0, max_value=2_000_000), output=counts)
 def test_long_context_never_costs_less(prompt: int, output: int) -> None:
     catalog = _catalog("gemini-api")
-    price = catalog.resolve("gemini-2.5-pro")
+    price = catalog.resolve("gemini-2.5-pro-preview-05-06")
     assert price is not None
     here = compute_cost(Usage(prompt_tokens=prompt, output_tokens=output), price)
     more = compute_cost(Usage(prompt_tokens=prompt + 1, output_tokens=output), price)

@@ -149,9 +149,11 @@ async def add_policy(url: str, tenant: str, **limits: Any) -> Policy:
         await engine.dispose()
 
 
-def budget_for(n: float, body: Mapping[str, Any], model: str = MODEL) -> Decimal:
+def budget_for(
+    n: float, body: Mapping[str, Any], model: str = MODEL, cat: Catalog | None = None
+) -> Decimal:
     """A budget that holds the worst case of about ``n`` calls of this body."""
-    cost = estimate_call(catalog(), model, body).cost_usd
+    cost = estimate_call(cat or catalog(), model, body).cost_usd
     assert cost is not None
     return (cost * Decimal(str(n))).quantize(Decimal("1e-10"))
 

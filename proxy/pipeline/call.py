@@ -29,6 +29,7 @@ from ..metering.meter import CallMeter
 from ..model_ids import ModelId
 from ..pricing.catalog import Catalog
 from ..pricing.cost import PricedCall, price_operation
+from ..pricing.review import PriceReview
 from ..quotas.service import Admission, QuotaService
 from ..upstream import Upstream, UpstreamResponse
 from ..usage import Usage
@@ -76,6 +77,7 @@ class Pipeline:
     upstream: Upstream
     quotas: QuotaService | None = None
     hooks: Sequence[Hook] = ()
+    price_review: PriceReview = field(default_factory=PriceReview)
     _unpriced_logged: set[str] = field(default_factory=set)
 
     async def admit(
@@ -138,14 +140,15 @@ class Pipeline:
         if not pc.priced and model not in self._unpriced_logged:
             self._unpriced_logged.add(model)
             log.warning("model %r has no price in the catalog: its calls are unpriced", model)
-        if self.hooks:
-            try:
-                asyncio.get_running_loop().call_soon(self._run_hooks, closed)
-            except RuntimeError:  # no loop (a call closed by synchronous code): run now
-                self._run_hooks(closed)
+        try:
+            asyncio.get_running_loop().call_soon(self._after_reply, closed, pc, model)
+        except RuntimeError:  # no loop (a call closed by synchronous code): run now
+            self._after_reply(closed, pc, model)
         return CallResult(pc.cost, usage, overhead * 1e3)
 
-    def _run_hooks(self, closed: ClosedCall) -> None:
+    def _after_reply(self, closed: ClosedCall, pc: PricedCall, model: str) -> None:
+        if pc.warnings:  # a preview price for a GA id, or the fallback list (docs/pricing.md)
+            self.price_review.report(model, closed.model_label, pc)
         for hook in self.hooks:
             try:
                 hook(closed)
