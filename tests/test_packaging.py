@@ -32,6 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PIP_OFFLINE = ["--no-deps", "--no-build-isolation", "--no-index", "--quiet"]
 
 
+def isolated_env(**extra: str) -> dict[str, str]:
+    """No proxy settings, and no PYTHONPATH that could put a checkout's proxy first."""
+    env = clean_env(**extra)
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 def build_stage() -> list[tuple[str, str]]:
     """The Dockerfile's first stage: the one that builds the wheels."""
     steps = dockerfile()
@@ -72,7 +79,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_context = replay_build_context(tmp_path_factory.mktemp("docker-build") / "src")
     out = tmp_path_factory.mktemp("wheels")
     pip = [sys.executable, "-m", "pip", "wheel", *PIP_OFFLINE, "--wheel-dir", str(out), "."]
-    subprocess.run(pip, cwd=build_context, check=True, timeout=300, env=clean_env())
+    subprocess.run(pip, cwd=build_context, check=True, timeout=300, env=isolated_env())
     [built] = out.glob("gemini_meter-*.whl")
     return built
 
@@ -121,13 +128,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv.create(home / "venv", system_site_packages=True, with_pip=False)
     python = home / "venv" / "bin" / "python"
     install = [str(python), "-m", "pip", "install", *PIP_OFFLINE, "."]
-    subprocess.run(install, cwd=build_context, check=True, timeout=300, env=clean_env())
+    subprocess.run(install, cwd=build_context, check=True, timeout=300, env=isolated_env())
     # The wheel's own proxy, not the checkout's (cwd) nor the editable install's.
     probe = "import proxy.db.migrate as m; print(m.__file__); print(m.script_location())"
     found = subprocess.run(
         [str(python), "-c", probe],
         cwd=home,
-        env=clean_env(),
+        env=isolated_env(),
         capture_output=True,
         text=True,
         check=True,
@@ -149,7 +156,7 @@ def _db_upgrade(bin_dir: Path, url: str, cwd: Path) -> None:
     done = subprocess.run(
         [str(bin_dir / "gemini-meter"), "db", "upgrade"],
         cwd=cwd,
-        env=clean_env(GEMINI_METER_DATABASE_URL=url),
+        env=isolated_env(GEMINI_METER_DATABASE_URL=url),
         capture_output=True,
         text=True,
         timeout=120,
