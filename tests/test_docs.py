@@ -70,14 +70,20 @@ def test_nothing_names_a_path_outside_the_repository() -> None:
 
 
 def test_every_protocol_section_cited_exists() -> None:
+    """Code cites docs/gemini-protocol.md by number (§3, §2-§6) or by name (, "Usage")."""
     protocol = (ROOT / "docs" / "gemini-protocol.md").read_text()
-    sections = {int(n) for n in re.findall(r"^## (\d+)\. ", protocol, re.M)}
-    cited = set()
+    headings = re.findall(r"^## (\d+)\. (.*)$", protocol, re.M)
+    numbers = {int(n) for n, _ in headings}
+    cited, named = set(), set()
     for path in _text_files():
-        for ref in re.findall(r"gemini-protocol\.md §([\d§ -]+)", path.read_text(errors="replace")):
+        text = path.read_text(errors="replace")
+        for ref in re.findall(r"gemini-protocol\.md §([\d§ -]+)", text):
             bounds = [int(n) for n in re.findall(r"\d+", ref)]
             cited |= set(range(bounds[0], bounds[-1] + 1))
-    assert cited and cited <= sections, sorted(cited - sections)
+        named |= set(re.findall(r'gemini-protocol\.md, "([^"]+)"', text))
+    assert cited and cited <= numbers, sorted(cited - numbers)
+    titles = [title.lower() for _, title in headings]
+    assert [n for n in named if not any(n.lower() in t for t in titles)] == []
 
 
 def test_every_seed_is_described() -> None:

@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tomllib
 import venv
 import zipfile
 from collections.abc import Iterator
@@ -102,6 +103,25 @@ def test_the_wheel_built_from_the_docker_context_carries_code_data_and_migration
     assert {"proxy/migrations/env.py", "proxy/migrations/script.py.mako"} <= expected
     assert any(n.startswith("proxy/migrations/versions/0001_") for n in expected)
     assert sorted(expected - names) == []
+
+
+def _package_name(directory: Path) -> str:
+    parts = directory.relative_to(ROOT).parts
+    return ".".join(("proxy", *parts) if parts[0] == "migrations" else parts)
+
+
+def test_every_package_is_listed_for_the_wheel() -> None:
+    """pyproject.toml lists the packages by hand (a mapped migrations/ rules out discovery)."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"proxy.migrations": "migrations"}
+    on_disk = {
+        _package_name(d)
+        for top in ("proxy", "migrations")
+        for d in [ROOT / top, *(ROOT / top).rglob("*")]
+        if d.is_dir() and "__pycache__" not in d.parts and any(f.is_file() for f in d.iterdir())
+    }
+    missing = sorted(on_disk - set(setuptools["packages"]))
+    assert missing == [], f"add {missing} to [tool.setuptools] packages in pyproject.toml"
 
 
 def test_revisions_spell_out_their_column_types() -> None:
