@@ -12,6 +12,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
+# Alembic's scripts: the wheel ships them inside the package, as proxy/migrations.
+COPY migrations ./migrations
 # Wheels for the package and every dependency; the runtime stage installs them offline.
 RUN pip wheel --wheel-dir /wheels .
 

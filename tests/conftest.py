@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import tempfile
@@ -87,10 +88,10 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, migrated to head, dropped after."""
-    name = f"gemini_meter_test_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def empty_pg_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the test server (its URL), dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
         engine = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -101,12 +102,18 @@ def pg_database() -> Iterator[str]:
             await engine.dispose()
 
     run_sync(lambda: admin(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
     try:
-        yield url
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
         run_sync(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated to head, dropped after."""
+    with empty_pg_database("gemini_meter_test") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture

@@ -199,7 +199,7 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_else() -> None:
         assert dockerignore_allows(source.rstrip("/")), source
     assert dockerignore_allows("proxy/app.py")
     assert dockerignore_allows("proxy/pricing/data/gemini-api.yaml")
-    assert dockerignore_allows("proxy/migrations/versions/0001_initial_ledger.py")
+    assert dockerignore_allows("migrations/versions/0001_initial_ledger.py")
     for kept_out in (
         "tests/conftest.py",
         ".git/HEAD",

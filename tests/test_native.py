@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,8 +37,16 @@ def run_sync_main(argv: list[str]) -> int:
         return pool.submit(main, argv).result()
 
 
-def sdk(base_url: str, key: str) -> genai.Client:
-    return genai.Client(api_key=key, http_options=types.HttpOptions(base_url=base_url))
+@pytest.fixture
+def sdk() -> Iterator[Callable[[str, str], genai.Client]]:
+    """sdk(base_url, key): a Google GenAI client, closed when the test ends."""
+    with contextlib.ExitStack() as clients:
+
+        def make(base_url: str, key: str) -> genai.Client:
+            options = types.HttpOptions(base_url=base_url)
+            return clients.enter_context(genai.Client(api_key=key, http_options=options))
+
+        yield make
 
 
 def comparable(resp: Any) -> Any:
@@ -49,9 +58,10 @@ def comparable(resp: Any) -> Any:
 
 
 def test_sdk_generate_matches_direct(
-    proxy: RunningProxy, fake_server: tuple[FakeGemini, str]
+    proxy: RunningProxy,
+    fake_server: tuple[FakeGemini, str],
+    sdk: Callable[[str, str], genai.Client],
 ) -> None:
-    # Keep the clients referenced: a collected genai.Client closes its HTTP client.
     through, direct_client = sdk(proxy.url, proxy.key), sdk(fake_server[1], UPSTREAM_KEY)
     via_proxy = through.models.generate_content(model="gemini-2.5-flash", contents="hi")
     direct = direct_client.models.generate_content(model="gemini-2.5-flash", contents="hi")
@@ -65,7 +75,9 @@ def test_sdk_generate_matches_direct(
 
 
 def test_sdk_stream_matches_direct(
-    proxy: RunningProxy, fake_server: tuple[FakeGemini, str]
+    proxy: RunningProxy,
+    fake_server: tuple[FakeGemini, str],
+    sdk: Callable[[str, str], genai.Client],
 ) -> None:
     through, direct_client = sdk(proxy.url, proxy.key), sdk(fake_server[1], UPSTREAM_KEY)
     via = list(through.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
@@ -79,7 +91,9 @@ def test_sdk_stream_matches_direct(
     )
 
 
-def test_sdk_count_tokens_embed_and_models(proxy: RunningProxy) -> None:
+def test_sdk_count_tokens_embed_and_models(
+    proxy: RunningProxy, sdk: Callable[[str, str], genai.Client]
+) -> None:
     client = sdk(proxy.url, proxy.key)
     assert client.models.count_tokens(model="gemini-2.5-flash", contents="hello").total_tokens == 31
     emb = client.models.embed_content(
@@ -210,7 +224,7 @@ def test_revoked_key_is_refused(
 
 
 def test_ledger_rows_carry_exact_usage(
-    start_proxy: Callable[..., RunningProxy], db_url: str
+    start_proxy: Callable[..., RunningProxy], db_url: str, sdk: Callable[[str, str], genai.Client]
 ) -> None:
     p = start_proxy(db_url)
     p.fake.enqueue(JsonReply(fixture("generate_cached_audio")))

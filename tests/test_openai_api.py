@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -26,16 +27,22 @@ from tests.fakes.gemini import (
 MODEL = "gemini-2.5-flash"
 
 
-def client(proxy: RunningProxy, **kw: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0, **kw)
+@pytest.fixture
+def client(proxy: RunningProxy) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0) as c:
+        yield c
 
 
-def aclient(proxy: RunningProxy) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0)
+@pytest.fixture
+async def aclient(proxy: RunningProxy) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(
+        base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0
+    ) as c:
+        yield c
 
 
-def test_plain_chat(proxy: RunningProxy) -> None:
-    reply = client(proxy).chat.completions.create(
+def test_plain_chat(proxy: RunningProxy, client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "What is a proxy?"}]
     )
     assert isinstance(reply, ChatCompletion)
@@ -57,8 +64,8 @@ def test_plain_chat(proxy: RunningProxy) -> None:
     assert up.json()["contents"] == [{"role": "user", "parts": [{"text": "What is a proxy?"}]}]
 
 
-def test_multi_turn_with_system_prompt(proxy: RunningProxy) -> None:
-    client(proxy).chat.completions.create(
+def test_multi_turn_with_system_prompt(proxy: RunningProxy, client: openai.OpenAI) -> None:
+    client.chat.completions.create(
         model=MODEL,
         messages=[
             {"role": "system", "content": "Be brief."},
@@ -84,7 +91,9 @@ def _two_calls_reply() -> dict[str, Any]:
     return dict(reply)
 
 
-def test_parallel_tool_calls_round_trip_keep_the_thought_signature(proxy: RunningProxy) -> None:
+def test_parallel_tool_calls_round_trip_keep_the_thought_signature(
+    proxy: RunningProxy, client: openai.OpenAI
+) -> None:
     tools: Any = [
         {
             "type": "function",
@@ -93,8 +102,7 @@ def test_parallel_tool_calls_round_trip_keep_the_thought_signature(proxy: Runnin
         for n in ("get_weather", "get_time")
     ]
     proxy.fake.enqueue(JsonReply(_two_calls_reply()))
-    c = client(proxy)
-    first = c.chat.completions.create(
+    first = client.chat.completions.create(
         model="gemini-3-pro-preview", messages=[{"role": "user", "content": "Weather and time?"}],
         tools=tools, tool_choice="auto",
     )  # fmt: skip
@@ -104,7 +112,7 @@ def test_parallel_tool_calls_round_trip_keep_the_thought_signature(proxy: Runnin
     assert [tc.function.name for tc in calls] == ["get_weather", "get_time"]  # type: ignore[union-attr]
     assert calls[0].function.arguments and '"Hanoi"' in calls[0].function.arguments  # type: ignore[union-attr]
     # The app rebuilds the assistant turn from id/name/arguments only, as most apps do.
-    c.chat.completions.create(
+    client.chat.completions.create(
         model="gemini-3-pro-preview",
         messages=[
             {"role": "user", "content": "Weather and time?"},
@@ -131,9 +139,9 @@ def test_parallel_tool_calls_round_trip_keep_the_thought_signature(proxy: Runnin
     assert tool_turn["parts"][0]["functionResponse"]["response"] == {"temp": 31}
 
 
-def test_json_schema_and_image_input(proxy: RunningProxy) -> None:
+def test_json_schema_and_image_input(proxy: RunningProxy, client: openai.OpenAI) -> None:
     png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
-    client(proxy).chat.completions.create(
+    client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": [
             {"type": "text", "text": "Describe"},
@@ -151,10 +159,10 @@ def test_json_schema_and_image_input(proxy: RunningProxy) -> None:
     assert schema["properties"] == {"label": {"type": "string"}}
 
 
-def test_stream_with_include_usage(proxy: RunningProxy) -> None:
+def test_stream_with_include_usage(proxy: RunningProxy, client: openai.OpenAI) -> None:
     proxy.fake.enqueue(StreamReply(stream_events(["Hel", "lo"], usage_metadata(9, 2, thoughts=5))))
     chunks = list(
-        client(proxy).chat.completions.create(
+        client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True,
             stream_options={"include_usage": True},
         )
@@ -177,12 +185,12 @@ def test_stream_with_include_usage(proxy: RunningProxy) -> None:
 
 
 async def test_async_stream_delivers_first_delta_before_upstream_finishes(
-    proxy: RunningProxy,
+    proxy: RunningProxy, aclient: openai.AsyncOpenAI
 ) -> None:
     proxy.fake.enqueue(
         StreamReply(stream_events(["first", " second"], usage_metadata(3, 2)), hold_after=1)
     )
-    stream = await aclient(proxy).chat.completions.create(
+    stream = await aclient.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
     )
     seen = ""
@@ -194,16 +202,16 @@ async def test_async_stream_delivers_first_delta_before_upstream_finishes(
     assert seen == "first second"
 
 
-async def test_async_non_stream(proxy: RunningProxy) -> None:
-    reply = await aclient(proxy).chat.completions.create(
+async def test_async_non_stream(proxy: RunningProxy, aclient: openai.AsyncOpenAI) -> None:
+    reply = await aclient.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}]
     )
     assert reply.choices[0].message.content
 
 
 @pytest.mark.parametrize("encoding", ["float", "base64"])
-def test_embeddings(proxy: RunningProxy, encoding: str) -> None:
-    r = client(proxy).embeddings.create(
+def test_embeddings(proxy: RunningProxy, encoding: str, client: openai.OpenAI) -> None:
+    r = client.embeddings.create(
         model="gemini-embedding-001",
         input=["a" * 40, "b" * 8],
         encoding_format=encoding,  # type: ignore[arg-type]
@@ -220,17 +228,18 @@ def test_embeddings(proxy: RunningProxy, encoding: str) -> None:
     assert row["estimated"] is True and row["prompt_tokens"] == 12 and row["route"] == "openai"
 
 
-def test_embeddings_token_arrays_are_a_clear_400(proxy: RunningProxy) -> None:
+def test_embeddings_token_arrays_are_a_clear_400(
+    proxy: RunningProxy, client: openai.OpenAI
+) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        client(proxy).embeddings.create(model="gemini-embedding-001", input=[[1, 2, 3]])
+        client.embeddings.create(model="gemini-embedding-001", input=[[1, 2, 3]])
     assert err.value.body["param"] == "input"  # type: ignore[index]
 
 
-def test_models(proxy: RunningProxy) -> None:
-    c = client(proxy)
-    ids = [m.id for m in c.models.list()]
+def test_models(proxy: RunningProxy, client: openai.OpenAI) -> None:
+    ids = [m.id for m in client.models.list()]
     assert "gemini-2.5-flash" in ids and "gemini-3-pro-preview" in ids  # every upstream page
-    assert c.models.retrieve("gemini-2.5-pro").id == "gemini-2.5-pro"
+    assert client.models.retrieve("gemini-2.5-pro").id == "gemini-2.5-pro"
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -238,7 +247,7 @@ def test_models(proxy: RunningProxy) -> None:
 
 def test_bad_key_is_authentication_error(proxy: RunningProxy) -> None:
     bad = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="gm-nope", max_retries=0)
-    with pytest.raises(openai.AuthenticationError) as err:
+    with bad, pytest.raises(openai.AuthenticationError) as err:
         bad.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert err.value.body["code"] == "invalid_api_key"  # type: ignore[index]
 
@@ -255,13 +264,11 @@ def test_bad_key_is_authentication_error(proxy: RunningProxy) -> None:
     ids=["429", "503", "400", "404", "upstream-key-rejected"],
 )
 def test_upstream_errors_map_to_openai_classes(
-    proxy: RunningProxy, reply: ErrorReply, exc: type[Exception], kind: str
+    proxy: RunningProxy, reply: ErrorReply, exc: type[Exception], kind: str, client: openai.OpenAI
 ) -> None:
     proxy.fake.enqueue(reply, reply, reply)  # survive the proxy's own retries
     with pytest.raises(exc) as err:
-        client(proxy).chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "hi"}]
-        )
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     body = err.value.body  # type: ignore[attr-defined]
     assert body["type"] == kind
     assert "AIza" not in str(body)
@@ -312,10 +319,12 @@ def test_malformed_json_is_openai_400(proxy: RunningProxy) -> None:
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_mid_stream_upstream_error_reaches_the_sdk(proxy: RunningProxy) -> None:
+def test_mid_stream_upstream_error_reaches_the_sdk(
+    proxy: RunningProxy, client: openai.OpenAI
+) -> None:
     proxy.fake.enqueue(StreamReply([fixture("stream_error_midway.sse")]))
     with pytest.raises(openai.APIError):
-        for _ in client(proxy).chat.completions.create(
+        for _ in client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
         ):
             pass
@@ -326,11 +335,13 @@ def test_mid_stream_upstream_error_reaches_the_sdk(proxy: RunningProxy) -> None:
 # -- metering ----------------------------------------------------------------------------------
 
 
-def test_openai_and_native_calls_meter_identically(proxy: RunningProxy) -> None:
+def test_openai_and_native_calls_meter_identically(
+    proxy: RunningProxy, client: openai.OpenAI
+) -> None:
     usage = usage_metadata(321, 45, thoughts=67, cached=100)
     proxy.fake.enqueue(text_reply("x", usage), text_reply("x", usage))
     # gemini-2.0-flash: a model whose price list has a cached-input rate
-    oa = client(proxy).chat.completions.with_raw_response.create(
+    oa = client.chat.completions.with_raw_response.create(
         model="gemini-2.0-flash", messages=[{"role": "user", "content": "hi"}]
     )
     native = httpx.post(
@@ -358,8 +369,8 @@ def test_openai_and_native_calls_meter_identically(proxy: RunningProxy) -> None:
     assert Decimal(str(parsed.usage.model_extra["cost"])) == Decimal(cost)
 
 
-def test_user_is_recorded_as_end_user(proxy: RunningProxy) -> None:
-    client(proxy).chat.completions.create(
+def test_user_is_recorded_as_end_user(proxy: RunningProxy, client: openai.OpenAI) -> None:
+    client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], user="alice@example.com"
     )
     [row] = proxy.rows()

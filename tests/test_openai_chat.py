@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,8 +20,8 @@ from proxy.openai.chat import (
 from proxy.openai.messages import DUMMY_THOUGHT_SIGNATURE
 from proxy.openai.tool_ids import SEPARATOR, decode_signature
 from proxy.usage import Usage
+from tests.fakes.gemini import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "gemini"
 SIGNATURE = "CiQBVKhc7vB1mZ3xQ0m2Hn8sZQk1oE5q9yN0cFq3n6y0xg=="
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,8 +18,8 @@ from proxy.openai.embeddings import (
     embeddings_request_to_gemini,
     gemini_embeddings_to_openai,
 )
+from tests.fakes.gemini import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "gemini"
 BATCH = orjson.loads((FIXTURES / "batch_embed_contents.json").read_bytes())
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 import pytest
 from openai.types import ErrorObject
 
 from proxy.openai.errors import openai_error_from_upstream, upstream_retry_after
+from tests.fakes.gemini import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "gemini"
 KEY = "AIzaSyA1234567890abcdefghijklmnopqrstuv"
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 import pytest
 from openai.types import Model
 
 from proxy.errors import UpstreamError
 from proxy.openai.models import gemini_model_to_openai, gemini_models_to_openai
+from tests.fakes.gemini import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "gemini"
 LISTING = orjson.loads((FIXTURES / "models_list.json").read_bytes())
 
 

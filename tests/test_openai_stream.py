@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,8 +15,8 @@ from proxy.openai.errors import UpstreamStreamError
 from proxy.openai.stream import ChatStreamTranslator
 from proxy.openai.tool_ids import decode_signature
 from proxy.usage import Usage
+from tests.fakes.gemini import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "gemini"
 SIGNATURE = "CiQBVKhc7vB1mZ3xQ0m2Hn8sZQk1oE5q9yN0cFq3n6y0xg=="
 TEXT = "Proxies forward requests from clients to servers and relay the replies back."
 

@@ -14,9 +14,11 @@ from proxy.pricing.catalog import Catalog, ModelPrice, normalize_model
 from proxy.pricing.prices import strip_version
 from proxy.pricing.schema import ENGINE_KINDS, TOKEN_UNITS
 
-SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "seeds"
-DATA = Path(__file__).resolve().parents[1] / "proxy" / "pricing" / "data"
-# "seeds/<file>:<line>[,<line>...] § <section> › <row>": the amount is on one of those lines.
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "proxy" / "pricing" / "data"
+SEEDS = ROOT / "docs" / "seeds"
+# "seeds/<file>:<line>[,<line>...] § <section> › <row>", a path relative to docs/: the amount is
+# on one of those lines of docs/seeds/<file>.
 SOURCE = re.compile(r"^seeds/(\d{3}_[0-9a-f]{16}\.txt):(\d+(?:,\d+)*) § \S")
 
 
@@ -120,7 +122,6 @@ def _appears(amount: Decimal, line: str) -> bool:
     return any(re.search(rf"(?<![\d,.]){re.escape(f)}(?![\d])", line) for f in forms)
 
 
-@pytest.mark.skipif(not SEEDS.is_dir(), reason="shared/seeds is not beside the repository")
 def test_every_amount_is_transcribed_from_its_source_line(catalog: Catalog) -> None:
     """Each rate's number is on the seed line its source names (comma or dot decimals)."""
     seeds: dict[str, list[str]] = {}
@@ -140,7 +141,6 @@ def test_every_amount_is_transcribed_from_its_source_line(catalog: Catalog) -> N
     assert problems == []
 
 
-@pytest.mark.skipif(not SEEDS.is_dir(), reason="shared/seeds is not beside the repository")
 @pytest.mark.parametrize(
     ("price_list", "model", "kind", "seed_line", "words"),
     [
@@ -167,7 +167,6 @@ def test_thresholds_are_the_seeds_inclusive_bounds(
 PREVIEW_LABEL = re.compile(r"xem trước|preview|aperçu", re.IGNORECASE)
 
 
-@pytest.mark.skipif(not SEEDS.is_dir(), reason="shared/seeds is not beside the repository")
 def test_every_release_is_the_seeds_label(catalog: Catalog) -> None:
     """A preview entry cites a line that labels it preview; a GA entry cites unlabelled lines."""
     problems = []

@@ -26,8 +26,8 @@ from proxy.pricing.cost import (
     price_call,
 )
 from proxy.usage import Usage
+from tests.fakes.gemini import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "gemini"
 AT = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
 
@@ -494,7 +494,6 @@ def test_every_token_is_billed_once(catalog: Catalog) -> None:
     assert sum(line.tokens for line in cost.lines) == usage.total_tokens
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures is not beside the repository")
 def test_fixture_reply_prices_as_by_hand(catalog: Catalog) -> None:
     reply = json.loads((FIXTURES / "generate_cached_audio.json").read_text("utf-8"))
     usage = Usage.from_metadata(reply["usageMetadata"])

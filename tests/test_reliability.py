@@ -182,14 +182,14 @@ def test_openai_stream_disconnect_is_metered(proxy: RunningProxy) -> None:
     proxy.fake.enqueue(
         StreamReply(stream_events(["a", "b", "c"], usage_metadata(25, 3)), hold_after=1)
     )
-    c = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0)
-    stream = c.chat.completions.create(
-        model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}], stream=True
-    )
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            break
-    stream.close()
+    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0) as c:
+        stream = c.chat.completions.create(
+            model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+        stream.close()
     [row] = proxy.rows()
     assert row["route"] == "openai" and row["error_class"] == "client_disconnected"
     assert row["prompt_tokens"] == 25

@@ -11,14 +11,25 @@ from sqlalchemy.engine import Connection
 
 from .engine import make_engine
 
-__all__ = ["alembic_config", "upgrade", "upgrade_async"]
+__all__ = ["alembic_config", "script_location", "upgrade", "upgrade_async"]
 
-SCRIPT_LOCATION = str(Path(__file__).resolve().parent.parent / "migrations")
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def script_location() -> Path:
+    """The Alembic scripts (env.py, versions/) this package runs."""
+    # The scripts live in migrations/ at the top of the repository; the wheel ships them inside
+    # the package, as proxy/migrations (pyproject.toml). Look beside this very package, so a
+    # source checkout uses its own scripts, never those of whatever checkout is installed.
+    for place in (_PACKAGE / "migrations", _PACKAGE.parent / "migrations"):
+        if (place / "env.py").is_file():
+            return place
+    raise RuntimeError(f"no Alembic scripts in or beside {_PACKAGE}")
 
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", SCRIPT_LOCATION)
+    cfg.set_main_option("script_location", str(script_location()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

@@ -8,7 +8,7 @@ process with ``httpx.ASGITransport(app=fake)`` (which buffers bodies, so no stre
     with serve(fake) as url: ...  # the proxy retries once, then meters 10 + 2 tokens
     assert fake.requests[-1].headers["x-goog-api-key"] == "upstream-key"
 
-Without enqueued replies each call gets the fixture reply from ``shared/fixtures/gemini``.
+Without enqueued replies each call gets the fixture reply from ``tests/fixtures/gemini``.
 Enqueued replies are consumed FIFO by the next request whose action matches (``None`` = any).
 A wrong or missing ``x-goog-api-key`` gets Google's 400 API_KEY_INVALID and consumes nothing.
 """
@@ -35,8 +35,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-# CI clones the project with shared/ beside it: /work/main/tests/fakes -> /work/shared.
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gemini"
+# Replies composed from Gemini's documented shapes (tests/fixtures/gemini/README.md).
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gemini"
 JSON_TYPE = "application/json; charset=UTF-8"
 MODEL = "gemini-2.5-flash"
 _ROUTE = re.compile(r"/(v1beta|v1)/models(?:/([^/:]+)(?::(\w+))?)?")

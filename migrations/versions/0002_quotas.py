@@ -10,12 +10,14 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from proxy.db.tables import Money
-
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# Money as this revision creates it, frozen here rather than imported from the live tables:
+# exact NUMERIC(20, 10) on PostgreSQL, an integer count of 1e-10 USD on SQLite.
+MONEY = sa.Numeric(20, 10).with_variant(sa.BigInteger(), "sqlite")
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -28,7 +30,7 @@ def upgrade() -> None:
         sa.Column("key_id", _ID, nullable=True),
         sa.Column("mode", sa.String(length=8), nullable=False),
         sa.Column("period", sa.String(length=8), nullable=False),
-        sa.Column("budget_usd", Money(), nullable=True),
+        sa.Column("budget_usd", MONEY, nullable=True),
         sa.Column("tokens", sa.BigInteger(), nullable=True),
         sa.Column("rpm", sa.BigInteger(), nullable=True),
         sa.Column("tpm", sa.BigInteger(), nullable=True),

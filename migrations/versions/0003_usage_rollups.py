@@ -10,12 +10,14 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from proxy.db.tables import Money
-
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# Money as this revision creates it, frozen here rather than imported from the live tables:
+# exact NUMERIC(20, 10) on PostgreSQL, an integer count of 1e-10 USD on SQLite.
+MONEY = sa.Numeric(20, 10).with_variant(sa.BigInteger(), "sqlite")
 
 _SUMS = (
     "prompt_tokens",
@@ -37,7 +39,7 @@ def upgrade() -> None:
         sa.Column("model", sa.String(length=128), nullable=False),
         sa.Column("requests", sa.BigInteger(), nullable=False),
         *(sa.Column(c, sa.BigInteger(), nullable=False) for c in _SUMS),
-        sa.Column("cost_usd", Money(), nullable=False),
+        sa.Column("cost_usd", MONEY, nullable=False),
         sa.Column("unpriced", sa.BigInteger(), nullable=False),
         sa.Column("estimated", sa.BigInteger(), nullable=False),
         sa.Column("errors", sa.BigInteger(), nullable=False),

@@ -10,12 +10,14 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from proxy.db.tables import Money
-
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# Money as this revision creates it, frozen here rather than imported from the live tables:
+# exact NUMERIC(20, 10) on PostgreSQL, an integer count of 1e-10 USD on SQLite.
+MONEY = sa.Numeric(20, 10).with_variant(sa.BigInteger(), "sqlite")
 
 
 def upgrade() -> None:
@@ -56,7 +58,7 @@ def upgrade() -> None:
         sa.Column("output_audio_tokens", sa.Integer(), nullable=False),
         sa.Column("total_tokens", sa.Integer(), nullable=False),
         sa.Column("estimated", sa.Boolean(), nullable=False),
-        sa.Column("cost_usd", Money(), nullable=True),
+        sa.Column("cost_usd", MONEY, nullable=True),
         sa.Column("priced", sa.Boolean(), nullable=False),
         sa.Column("price_list", sa.String(length=32), nullable=True),
         sa.Column("price_version", sa.String(length=32), nullable=True),
