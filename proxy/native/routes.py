@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BadRequest, NotFound
+from ..formats import decimal_text
 from ..forwarding import (
     COST_HEADER,
     OVERHEAD_HEADER,
@@ -116,7 +117,7 @@ async def finish_plain(reply: UpstreamResponse, meter: CallMeter) -> Response:
     headers = reply_headers(reply.headers) | quota_headers(meter)
     headers[OVERHEAD_HEADER] = f"{result.overhead_ms:.3f}"
     if result.cost_usd is not None:
-        headers[COST_HEADER] = str(result.cost_usd)
+        headers[COST_HEADER] = decimal_text(result.cost_usd)
     return Response(content, status_code=status, headers=headers)
 
 

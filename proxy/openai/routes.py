@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import ProxyError
+from ..formats import decimal_json, decimal_text
 from ..forwarding import (
     COST_HEADER,
     OVERHEAD_HEADER,
@@ -37,6 +39,8 @@ from .embeddings import embeddings_request_to_gemini, gemini_embeddings_to_opena
 from .errors import UpstreamStreamError, openai_error_from_upstream, upstream_retry_after
 from .models import gemini_model_to_openai, gemini_models_to_openai
 from .stream import ChatStreamTranslator
+from .tokens import encoding_needed
+from .tokens import load as load_encoding
 
 __all__ = ["get_model", "list_models", "routes"]
 
@@ -68,14 +72,14 @@ def _reply_headers(meter: CallMeter, result: MeterResult) -> dict[str, str]:
     headers = quota_headers(meter)
     headers[OVERHEAD_HEADER] = f"{result.overhead_ms:.3f}"
     if result.cost_usd is not None:
-        headers[COST_HEADER] = str(result.cost_usd)
+        headers[COST_HEADER] = decimal_text(result.cost_usd)
     return headers
 
 
 def _add_cost(body: dict[str, Any], result: MeterResult) -> None:
     # Some gateways report cost in usage; the exact decimal is in the header.
     if result.cost_usd is not None and isinstance(body.get("usage"), dict):
-        body["usage"]["cost"] = float(result.cost_usd)
+        body["usage"]["cost"] = decimal_json(result.cost_usd)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -154,6 +158,8 @@ async def _translate_stream(
 async def embeddings(request: Request) -> Response:
     svc, key = await authenticate(request)
     payload = parse_json_object(await read_body(request, svc.settings.max_body_bytes))
+    if (encoding := encoding_needed(payload.get("input"), "input")) is not None:
+        await asyncio.to_thread(load_encoding, encoding)  # token ids: parse the table off-loop
     call = embeddings_request_to_gemini(payload)
     model = _model_id(call.model)
     meter = await open_meter(

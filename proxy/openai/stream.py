@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, cast
 
+from proxy.formats import decimal_json
 from proxy.metering.usage import Usage
 from proxy.openai.chat import completion_usage, finish_reason, split_parts
 from proxy.openai.errors import UpstreamStreamError, openai_error_from_gemini
@@ -99,8 +101,9 @@ class ChatStreamTranslator:
                 finishes.append(self._finish(0, state, "content_filter"))
         return [cast(dict[str, Any], self._chunk(c)) for c in (deltas, finishes) if c]
 
-    def finish(self) -> list[dict[str, Any]]:
-        """Trailing chunks once the upstream stream ended cleanly; idempotent."""
+    def finish(self, cost: Decimal | None = None) -> list[dict[str, Any]]:
+        """Trailing chunks once the upstream stream ended cleanly; idempotent. ``cost``, the
+        call's priced cost when the caller has it, goes in the usage chunk as ``usage.cost``."""
         if self._closed:
             return []
         self._closed = True
@@ -118,6 +121,8 @@ class ChatStreamTranslator:
         if self._include_usage:
             chunk = self._chunk([])
             chunk["usage"] = completion_usage(self.usage or Usage())
+            if cost is not None:
+                chunk["usage"]["cost"] = decimal_json(cost)
             chunks.append(chunk)
         return [cast(dict[str, Any], c) for c in chunks]
 

@@ -14,6 +14,7 @@ from decimal import ROUND_CEILING, Decimal
 from fnmatch import fnmatchcase
 from typing import Any, Literal, get_args
 
+from ..formats import decimal_text
 from ..pricing.catalog import normalize_model
 
 __all__ = [
@@ -243,10 +244,10 @@ class LimitStatus:
             "limit": self.limit,
             "mode": self.mode,
             "period": self.period,
-            "limit_value": str(self.limit_value),
-            "used": str(self.used),
-            "reserved": str(self.reserved),
-            "remaining": str(self.remaining),
+            "limit_value": decimal_text(self.limit_value),
+            "used": decimal_text(self.used),
+            "reserved": decimal_text(self.reserved),
+            "remaining": decimal_text(self.remaining),
             "ratio": round(self.ratio, 6),
             "resets_at": utc(self.resets_at).isoformat(),
         }
