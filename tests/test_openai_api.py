@@ -412,6 +412,24 @@ def test_openai_and_native_calls_meter_identically(proxy: RunningProxy) -> None:
     assert Decimal(str(parsed.usage.model_extra["cost"])) == Decimal(cost)
 
 
+def test_tiny_costs_print_in_positional_notation(proxy: RunningProxy) -> None:
+    # One prompt token and one output token: a cost below 1e-6, which str(Decimal) writes as
+    # "3.000E-7"; the header, the body's usage.cost and the ledger agree in plain decimals.
+    proxy.fake.enqueue(text_reply("x", usage_metadata(1, 1)))
+    chat = client(proxy).chat.completions.with_raw_response.create(
+        model="gemini-2.0-flash", messages=[{"role": "user", "content": "hi"}]
+    )
+    emb = client(proxy).embeddings.with_raw_response.create(
+        model="gemini-embedding-001", input="abcd"
+    )
+    rows = {r["operation"]: r for r in proxy.rows(2)}
+    for raw, op in ((chat, "generateContent"), (emb, "batchEmbedContents")):
+        header = raw.headers["x-gemini-meter-cost-usd"]
+        assert "E" not in header.upper() and Decimal(header) < Decimal("0.000001")
+        assert Decimal(header) == Decimal(str(rows[op]["cost_usd"]))
+    assert b'"cost":0.0000' in chat.http_response.content  # a JSON number, no exponent
+
+
 def test_user_is_recorded_as_end_user(proxy: RunningProxy) -> None:
     client(proxy).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], user="alice@example.com"
