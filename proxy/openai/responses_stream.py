@@ -39,7 +39,7 @@ import orjson
 
 from proxy.metering.usage import Usage
 from proxy.openai.chat import function_call_fields
-from proxy.openai.errors import UpstreamStreamError, openai_error_from_gemini
+from proxy.openai.errors import check_stream_event
 from proxy.openai.responses import (
     ItemIds,
     ResponsesCall,
@@ -129,13 +129,7 @@ class ResponsesStreamTranslator:
 
     def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Events for one parsed upstream event; raises UpstreamStreamError on an error event."""
-        error = event.get("error")
-        if error is not None:
-            code = error.get("code") if isinstance(error, Mapping) else None
-            status = code if isinstance(code, int) and 400 <= code < 600 else 500
-            raise UpstreamStreamError(
-                *openai_error_from_gemini(status, error if isinstance(error, Mapping) else None)
-            )
+        check_stream_event(event)
         metadata = event.get("usageMetadata")
         if isinstance(metadata, Mapping):
             self._usage_md = metadata

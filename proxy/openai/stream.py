@@ -27,7 +27,7 @@ from typing import Any, cast
 from proxy.formats import decimal_json
 from proxy.metering.usage import Usage
 from proxy.openai.chat import completion_usage, finish_reason, split_parts
-from proxy.openai.errors import UpstreamStreamError, openai_error_from_gemini
+from proxy.openai.errors import check_stream_event
 from proxy.openai.tool_ids import new_tool_call_id
 from proxy.wire.openai import (
     ChatCompletionChunk,
@@ -75,13 +75,7 @@ class ChatStreamTranslator:
 
     def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Chunks for one parsed upstream event; raises UpstreamStreamError on an error event."""
-        error = event.get("error")
-        if error is not None:
-            code = error.get("code") if isinstance(error, Mapping) else None
-            status = code if isinstance(code, int) and 400 <= code < 600 else 500
-            raise UpstreamStreamError(
-                *openai_error_from_gemini(status, error if isinstance(error, Mapping) else None)
-            )
+        check_stream_event(event)
         metadata = event.get("usageMetadata")
         if isinstance(metadata, Mapping):
             self._usage_md = metadata
