@@ -1,6 +1,7 @@
-"""The OpenAI Agents SDK runs a tool round trip over the Responses translation: a mock transport
-plays the route (request → Gemini body → a Gemini reply → response object or stream events), so
-the SDK's own parsing of both forms is what is tested. The metered route's tests come with it."""
+"""The OpenAI Agents SDK and LangChain's ``ChatOpenAI(use_responses_api=True)`` run a tool round
+trip over the Responses translation: a mock transport plays the route (request → Gemini body → a
+Gemini reply → response object or stream events), so the clients' own parsing of both forms is
+what is tested. The metered route's tests come with the route."""
 
 from __future__ import annotations
 
@@ -119,3 +120,38 @@ async def test_agent_runs_a_tool_round_trip(streamed: bool) -> None:
         },
     ]
     assert result.context_wrapper.usage.input_tokens == 40  # two calls of 20
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_langchain_chat_openai_with_responses_api(streamed: bool) -> None:
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_openai import ChatOpenAI
+
+    route = FakeRoute()
+    llm = ChatOpenAI(
+        model=MODEL,
+        use_responses_api=True,
+        base_url="http://proxy.test/v1",
+        api_key="k",  # type: ignore[arg-type]
+        max_retries=0,
+        streaming=streamed,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(route)),
+    ).bind_tools([WEATHER_TOOL])
+    messages: list[Any] = [HumanMessage("Weather in Paris?")]
+    ai = llm.invoke(messages)
+    [tool_call] = ai.tool_calls
+    assert tool_call["name"] == "get_weather" and tool_call["args"] == {"city": "Paris"}
+    messages += [ai, ToolMessage("sunny in Paris", tool_call_id=tool_call["id"])]
+    answer = llm.invoke(messages)
+    assert answer.text == "It is sunny in Paris."
+    assert route.gemini_bodies[1]["contents"][1]["parts"][0]["thoughtSignature"] == SIGNATURE
