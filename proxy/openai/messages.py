@@ -30,6 +30,7 @@ __all__ = [
     "function_call_part",
     "function_response_part",
     "messages_to_gemini",
+    "text_of",
 ]
 
 # Google documents this value for replaying function calls whose signature was lost (e.g.
@@ -38,8 +39,10 @@ __all__ = [
 DUMMY_THOUGHT_SIGNATURE = "skip_thought_signature_validator"
 
 
-def _text_of(content: Any, param: str, *, allowed: tuple[str, ...] = ("text",)) -> list[str]:
-    """Texts of a content that may only hold text (system, developer, tool, assistant)."""
+def text_of(content: Any, param: str, *, allowed: tuple[str, ...] = ("text",)) -> list[str]:
+    """Texts of a content that may only hold text (system, developer, tool, assistant): a
+    string, or parts of the ``allowed`` types, each read from its ``text`` field (``refusal``
+    from its ``refusal`` field)."""
     if content is None:
         return []
     if isinstance(content, str):
@@ -55,7 +58,8 @@ def _text_of(content: Any, param: str, *, allowed: tuple[str, ...] = ("text",)) 
                 param=f"{param}[{j}].type",
                 code="invalid_value",
             )
-        texts.append(req_str(part.get(kind), f"{param}[{j}].{kind}"))
+        key = "refusal" if kind == "refusal" else "text"
+        texts.append(req_str(part.get(key), f"{param}[{j}].{key}"))
     return texts
 
 
@@ -142,7 +146,7 @@ def _tool_response(msg: Mapping[str, Any], param: str, names: Mapping[str, str])
             param=f"{param}.tool_call_id",
             code="invalid_value",
         )
-    return function_response_part(name, "".join(_text_of(msg.get("content"), f"{param}.content")))
+    return function_response_part(name, "".join(text_of(msg.get("content"), f"{param}.content")))
 
 
 def function_response_part(name: str, text: str) -> Part:
@@ -170,7 +174,7 @@ def messages_to_gemini(messages: Any, *, gemini3: bool) -> tuple[list[Content], 
         if role != "tool":
             tool_turn = None
         if role in ("system", "developer"):
-            texts = _text_of(msg.get("content"), f"{param}.content")
+            texts = text_of(msg.get("content"), f"{param}.content")
             system.extend({"text": t} for t in texts if t)
         elif role == "user":
             parts = _user_parts(msg.get("content"), f"{param}.content")
@@ -183,7 +187,7 @@ def messages_to_gemini(messages: Any, *, gemini3: bool) -> tuple[list[Content], 
                     param=f"{param}.function_call",
                     code="unsupported_parameter",
                 )
-            texts = _text_of(msg.get("content"), f"{param}.content", allowed=("text", "refusal"))
+            texts = text_of(msg.get("content"), f"{param}.content", allowed=("text", "refusal"))
             parts = [{"text": t} for t in texts if t]
             calls = msg.get("tool_calls")
             for j, call in enumerate(

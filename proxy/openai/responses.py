@@ -53,6 +53,7 @@ from proxy.openai.messages import (
     fill_missing_signatures,
     function_call_part,
     function_response_part,
+    text_of,
 )
 from proxy.openai.params import generation_config
 from proxy.openai.schema import text_format_to_gemini
@@ -213,24 +214,7 @@ class _Turns:
 
 def _texts(content: Any, param: str, allowed: tuple[str, ...]) -> list[Part]:
     """Text parts of a content that may only hold text (system, developer, assistant)."""
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    parts: list[Part] = []
-    for j, item in enumerate(req_list(content, param)):
-        p = f"{param}[{j}]"
-        obj = req_object(item, p)
-        kind = req_str(obj.get("type"), f"{p}.type")
-        if kind not in allowed:
-            raise BadRequest(
-                f"Invalid '{p}.type': {kind!r}; this message accepts only "
-                f"{' or '.join(repr(a) for a in allowed)} parts.",
-                param=f"{p}.type",
-                code="invalid_value",
-            )
-        text = req_str(obj.get("refusal" if kind == "refusal" else "text"), f"{p}.{kind}")
-        if text:
-            parts.append({"text": text})
-    return parts
+    return [{"text": t} for t in text_of(content, param, allowed=allowed) if t]
 
 
 def _no_file_id(obj: Mapping[str, Any], param: str) -> None:
@@ -305,23 +289,9 @@ def _message(turns: _Turns, obj: Mapping[str, Any], param: str) -> None:
 
 
 def _output_text(output: Any, param: str) -> str:
-    """A function call's output as text (a string, or a list of ``input_text`` parts)."""
-    if isinstance(output, str):
-        return output
-    texts: list[str] = []
-    for j, item in enumerate(req_list(output, param)):
-        p = f"{param}[{j}]"
-        obj = req_object(item, p)
-        kind = req_str(obj.get("type"), f"{p}.type")
-        if kind != "input_text":
-            raise BadRequest(
-                f"Invalid '{p}.type': {kind!r}; only text ('input_text') function outputs are "
-                "supported by this Gemini proxy.",
-                param=f"{p}.type",
-                code="unsupported_value",
-            )
-        texts.append(req_str(obj.get("text"), f"{p}.text"))
-    return "".join(texts)
+    """A function call's output as text (a string, or a list of ``input_text`` parts; this
+    proxy sends no image or file outputs to Gemini)."""
+    return "".join(text_of(output, param, allowed=("input_text",)))
 
 
 def _item(turns: _Turns, item: Any, param: str) -> None:
