@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from .caller import Caller
 from .db.queries import KeyInfo, hash_key, lookup_key
 from .errors import ServiceUnavailable, Unauthenticated
 
@@ -48,7 +49,7 @@ class KeyCache:
         self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
         self._pending: dict[str, asyncio.Future[KeyInfo | None]] = {}
 
-    async def authenticate(self, secret: str | None) -> KeyInfo:
+    async def authenticate(self, secret: str | None) -> Caller:
         if not secret:
             raise Unauthenticated("Missing API key: send it as x-goog-api-key, ?key= or Bearer.")
         digest = hash_key(secret)
@@ -72,7 +73,7 @@ class KeyCache:
         # depends on how much of a guessed key matched.
         if info is None or not hmac.compare_digest(info.key_hash, digest) or not info.active:
             raise Unauthenticated("Invalid or revoked API key.")
-        return info
+        return info.caller
 
     async def _load(self, digest: str, now: float) -> KeyInfo | None:
         pending = self._pending.get(digest)

@@ -18,7 +18,14 @@ from .db.migrate import upgrade, upgrade_async
 from .db.reports import GROUPS, usage_report
 from .formats import print_table, write_usage
 from .pricing.catalog import Catalog
-from .pricing.report import format_catalog, format_quote, quote
+from .pricing.report import (
+    explain,
+    format_catalog,
+    format_id_table,
+    format_quote,
+    format_resolution,
+    quote,
+)
 from .quotas import QuotaPolicyError, delete_policy, get_policies, set_policy
 from .quotas.service import QuotaService
 from .settings import Settings
@@ -245,6 +252,22 @@ def cmd_prices_quote(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.priced else 1
 
 
+def cmd_prices_resolve(args: argparse.Namespace, settings: Settings) -> int:
+    catalog = _catalog(settings)
+    if args.all:
+        sys.stdout.write(format_id_table(catalog, at=args.at))
+        return 0
+    if args.model is None:
+        print("give a model id, or --all for every id the catalog answers for", file=sys.stderr)
+        return 2
+    answer = explain(catalog, args.model, at=args.at, price_list=args.price_list)
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(format_resolution(answer))
+    return 0 if answer["priced"] else 1
+
+
 def cmd_quotas_set(args: argparse.Namespace, settings: Settings) -> int:
     async def go(s: Settings) -> int:
         try:
@@ -387,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     prices.add_argument("--price-list", help="a price list other than the default")
     prices.add_argument("--sources", action="store_true", help="show each rate's seed source")
     prices.set_defaults(fn=cmd_prices)
-    quote_cmd = prices.add_subparsers(dest="p_cmd").add_parser(
+    prices_sub = prices.add_subparsers(dest="p_cmd")
+    quote_cmd = prices_sub.add_parser(
         "quote", help="the cost of a call with the given token counts, and how it was computed"
     )
     quote_cmd.add_argument("--model", required=True)
@@ -399,6 +423,17 @@ def build_parser() -> argparse.ArgumentParser:
     quote_cmd.add_argument("--batch", action="store_true", help="price at batch rates")
     quote_cmd.add_argument("--price-list", help="a price list other than the default")
     quote_cmd.set_defaults(fn=cmd_prices_quote)
+    resolve_cmd = prices_sub.add_parser(
+        "resolve", help="which list, entry, version and rates price a call to a model id, and why"
+    )
+    resolve_cmd.add_argument("model", nargs="?", help="the model id as an app sends it")
+    resolve_cmd.add_argument("--at", type=_parse_when, help="the call's time (default: now), UTC")
+    resolve_cmd.add_argument("--price-list", help="one list only, no fallback")
+    resolve_cmd.add_argument("--format", choices=("text", "json"), default="text")
+    resolve_cmd.add_argument(
+        "--all", action="store_true", help="every id the catalog answers for, as a table"
+    )
+    resolve_cmd.set_defaults(fn=cmd_prices_resolve)
     return p
 
 

@@ -12,6 +12,14 @@
     │   └── UpstreamTimeout       504  no reply in time
     └── ServiceUnavailable    503  not configured (no upstream key) or shutting down
 
+    TransportError            the upstream connection failed (internal: the upstream client
+    ├── ConnectError          retries what it can, then raises UpstreamUnreachable or
+    ├── ReadError             UpstreamTimeout; inside a forwarded stream it ends the stream)
+    ├── RemoteProtocolError
+    └── TransportTimeout
+        ├── ConnectTimeout
+        └── ReadTimeout
+
 Responses are built in one place, :func:`to_response`, in the envelope of the API the call
 came through: OpenAI's ``{"error": {message, type, param, code}}`` on ``/v1/...`` OpenAI routes,
 Gemini's ``{"error": {code, message, status}}`` on native routes.
@@ -27,13 +35,20 @@ from starlette.responses import Response
 
 __all__ = [
     "BadRequest",
+    "ConnectError",
+    "ConnectTimeout",
     "Envelope",
     "Forbidden",
     "NotFound",
     "PayloadTooLarge",
     "ProxyError",
     "QuotaExceeded",
+    "ReadError",
+    "ReadTimeout",
+    "RemoteProtocolError",
     "ServiceUnavailable",
+    "TransportError",
+    "TransportTimeout",
     "Unauthenticated",
     "UpstreamError",
     "UpstreamTimeout",
@@ -165,6 +180,38 @@ class UpstreamTimeout(UpstreamError):
 
 class ServiceUnavailable(ProxyError):
     status_code = 503
+
+
+# -- upstream transport failures (never shown to a client as such) --------------------------------
+# The class names end up in ledger rows as error_class "upstream_<ClassName>".
+
+
+class TransportError(Exception):
+    """The connection to the upstream failed: refused, reset, cut mid-reply, or timed out."""
+
+
+class ConnectError(TransportError):
+    """No connection could be opened."""
+
+
+class ReadError(TransportError):
+    """The connection broke while the reply was being read."""
+
+
+class RemoteProtocolError(TransportError):
+    """The upstream broke the HTTP protocol (a reply cut short, a malformed chunk)."""
+
+
+class TransportTimeout(TransportError):
+    """A connect or a read took longer than its timeout."""
+
+
+class ConnectTimeout(TransportTimeout):
+    pass
+
+
+class ReadTimeout(TransportTimeout):
+    pass
 
 
 def to_response(exc: ProxyError, envelope: Envelope) -> Response:

@@ -33,6 +33,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from .usage import TOKEN_KINDS, Usage
+
 __all__ = [
     "CONTENT_TYPE",
     "COST_USD",
@@ -45,6 +47,7 @@ __all__ = [
     "LEDGER_WRITE_FAILURES",
     "MULTIPROC_ENV",
     "OPEN_STREAMS",
+    "PRICE_WARNINGS",
     "PROXY_OVERHEAD",
     "QUOTA_REJECTIONS",
     "QUOTA_THRESHOLD_CROSSINGS",
@@ -56,6 +59,7 @@ __all__ = [
     "UNPRICED_CALLS",
     "UPSTREAM_ERRORS",
     "UPSTREAM_RETRIES",
+    "CallMetrics",
     "QuotaMetrics",
     "is_multiprocess",
     "prepare_multiprocess_dir",
@@ -79,9 +83,10 @@ REQUESTS = Counter(
     "Metered calls by tenant, model, route and HTTP status class.",
     ["tenant", "model", "route", "status_class"],
 )
+_METRIC_KINDS = tuple(kind for kind in TOKEN_KINDS if kind.metric is not None)
 TOKENS = Counter(
     "gemini_meter_tokens_total",
-    "Tokens by tenant, model and kind (prompt, cached, output, thinking, tool_use, audio).",
+    f"Tokens by tenant, model and kind ({', '.join(str(k.metric) for k in _METRIC_KINDS)}).",
     ["tenant", "model", "kind"],
 )
 COST_USD = Counter(
@@ -120,6 +125,13 @@ UNPRICED_CALLS = Counter(
     "gemini_meter_unpriced_calls_total",
     "Calls whose model has no price in the catalog, by model.",
     ["model"],
+)
+PRICE_WARNINGS = Counter(
+    "gemini_meter_price_warnings_total",
+    "Calls priced from a price to review, by model, the price list that priced them and reason: "
+    "preview_price_for_ga_id (a GA id priced from an entry its seed labels preview) or "
+    "fallback_list (priced on the fallback list).",
+    ["model", "price_list", "reason"],
 )
 
 # -- upstream and server ----------------------------------------------------------------------
@@ -187,6 +199,52 @@ LEDGER_SPOOL_DEPTH = Gauge(
     "Ledger events in the local spool awaiting replay to the database.",
     multiprocess_mode="livemostrecent",
 )
+
+
+class _ClosedCall(Protocol):
+    """What the call hook reads of proxy.pipeline.call.ClosedCall."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def model_label(self) -> str: ...
+    @property
+    def route(self) -> str: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def elapsed(self) -> float: ...
+    @property
+    def overhead(self) -> float: ...
+    @property
+    def ttfb(self) -> float | None: ...
+    @property
+    def usage(self) -> Usage: ...
+    @property
+    def cost_usd(self) -> Decimal | None: ...
+    @property
+    def priced(self) -> bool: ...
+
+
+class CallMetrics:
+    """The pipeline's hook for every closed call: requests, durations, tokens, cost."""
+
+    def on_call(self, call: _ClosedCall) -> None:
+        PROXY_OVERHEAD.labels(call.route).observe(call.overhead)
+        model = call.model_label
+        REQUESTS.labels(call.tenant, model, call.route, f"{call.status // 100}xx").inc()
+        REQUEST_DURATION.labels(model, call.route).observe(call.elapsed)
+        if call.ttfb is not None:
+            TIME_TO_FIRST_TOKEN.labels(model, call.route).observe(call.ttfb)
+        usage = call.usage
+        for kind in _METRIC_KINDS:
+            n = getattr(usage, kind.name)
+            if n:
+                TOKENS.labels(call.tenant, model, kind.metric).inc(n)
+        if call.cost_usd:
+            COST_USD.labels(call.tenant, model).inc(float(call.cost_usd))
+        if not call.priced:
+            UNPRICED_CALLS.labels(model).inc()
 
 
 class _LimitStatus(Protocol):

@@ -14,7 +14,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .logs import redact_keys
-from .metering.call import request_arrived
+from .metering.meter import request_arrived
 from .metrics import IN_FLIGHT, OPEN_STREAMS
 
 __all__ = ["ServerMiddleware", "access_line"]

@@ -5,23 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from starlette.requests import Request
 
 from . import metrics
-from .auth import KeyCache
+from .auth import KeyCache, client_key
+from .caller import Caller
 from .db.engine import make_engine, make_sessionmaker
-from .metering.call import Metering
 from .metering.ledger import LedgerWriter
 from .metering.retention import Retention
 from .metering.spool import Spool
+from .pipeline import Pipeline
 from .pricing.catalog import Catalog
 from .quotas.service import QuotaHooks, QuotaService
 from .settings import Settings
-from .upstream import Upstream
+from .upstream import AiohttpSender, Sender, Upstream
 
-__all__ = ["Services", "services"]
+__all__ = ["Services", "authenticate", "services"]
 
 
 @dataclass(slots=True)
@@ -33,14 +33,13 @@ class Services:
     upstream: Upstream
     catalog: Catalog
     ledger: LedgerWriter
-    metering: Metering
+    pipeline: Pipeline
     quotas: QuotaService | None = None
     retention: Retention | None = None
 
     @classmethod
-    def build(
-        cls, settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
-    ) -> Services:
+    def build(cls, settings: Settings, *, upstream_sender: Sender | None = None) -> Services:
+        """``upstream_sender`` replaces aiohttp (tests pass an in-process fake)."""
         engine = make_engine(settings.database_url)
         sessionmaker = make_sessionmaker(engine)
         catalog = Catalog.load(
@@ -52,23 +51,27 @@ class Services:
             flush_interval=settings.ledger_flush_interval,
             spool=Spool(settings.spool_dir),
         )
+        sender = upstream_sender or AiohttpSender(
+            settings.upstream_url,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            max_connections=settings.upstream_max_connections,
+        )
+        upstream = Upstream(sender, settings.upstream_keys, retries=settings.upstream_retries)
         return cls(
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
             keys=KeyCache(sessionmaker, ttl=settings.key_cache_ttl),
-            upstream=Upstream(
-                settings.upstream_url,
-                settings.upstream_keys,
-                connect_timeout=settings.upstream_connect_timeout,
-                read_timeout=settings.upstream_read_timeout,
-                max_connections=settings.upstream_max_connections,
-                retries=settings.upstream_retries,
-                transport=upstream_transport,
-            ),
+            upstream=upstream,
             catalog=catalog,
             ledger=ledger,
-            metering=Metering(catalog=catalog, ledger=ledger),
+            pipeline=Pipeline(
+                catalog=catalog,
+                ledger=ledger,
+                upstream=upstream,
+                hooks=(metrics.CallMetrics().on_call,),
+            ),
         )
 
     async def start(self) -> None:
@@ -77,7 +80,7 @@ class Services:
             self.settings, self.engine, self.catalog, hooks=quota_hooks(),
             redis_prefix=self.settings.redis_prefix,
         )  # fmt: skip
-        self.metering.quotas = self.quotas
+        self.pipeline.quotas = self.quotas
         if self.settings.ledger_retention_days:
             self.retention = Retention(self.engine, self.settings.ledger_retention_days)
             self.retention.start()
@@ -100,3 +103,10 @@ def quota_hooks() -> QuotaHooks:
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
+
+
+async def authenticate(request: Request) -> tuple[Services, Caller]:
+    """The process's services and who is calling, from the key the request carries."""
+    svc = services(request)
+    caller = await svc.keys.authenticate(client_key(request.headers, request.query_params))
+    return svc, caller

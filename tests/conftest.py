@@ -34,6 +34,31 @@ PG_ADMIN_URL = os.environ.get(
 
 T = TypeVar("T")
 
+# The two layers of the suite. A test is "e2e" when it runs a server, a database, a subprocess
+# or a whole app (one of these fixtures, or a test module listed here); every other test is
+# "unit": pure functions and in-process objects, the loop a developer runs in seconds with
+# `pytest -m unit`.
+E2E_FIXTURES = frozenset(
+    {"sqlite_template", "sqlite_url", "pg_database", "pg_url", "db_url", "fake_server", "fake",
+     "start_proxy", "proxy", "backend", "shared_backend"}
+)  # fmt: skip
+E2E_MODULES = frozenset(
+    {"test_cli", "test_dashboards", "test_deploy", "test_fake_gemini", "test_fuzz",
+     "test_gc_tuning", "test_quota_manage", "test_quota_store", "test_reliability",
+     "test_tcpcut"}
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        e2e = fixtures & E2E_FIXTURES or (
+            item.module is not None and (item.module.__name__.rsplit(".", 1)[-1] in E2E_MODULES)
+        )
+        item.add_marker(
+            pytest.mark.e2e if e2e or item.get_closest_marker("e2e") else pytest.mark.unit
+        )
+
 
 def run_sync(fn: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine to completion on a fresh loop in a worker thread.

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from proxy.app import create_app
 from proxy.services import Services
 from tests.conftest import UPSTREAM_KEY, make_tenant_key, proxy_settings
+from tests.fakes.asgi_sender import AsgiSender
 from tests.fakes.gemini import FakeGemini
 
 ROUTES = [
@@ -106,7 +107,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Any:
     )
     loop = asyncio.new_event_loop()
     key = loop.run_until_complete(make_tenant_key(url, "fuzz"))
-    svc = Services.build(settings_, upstream_transport=httpx.ASGITransport(app=fake))
+    svc = Services.build(settings_, upstream_sender=AsgiSender(fake))
     app = create_app(settings_, svc=svc)
     app.state.services = svc
     loop.run_until_complete(svc.start())

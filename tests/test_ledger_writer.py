@@ -20,6 +20,7 @@ from proxy.db.engine import make_engine, make_sessionmaker
 from proxy.db.tables import UsageEvent, UsageRollup
 from proxy.metering.ledger import LedgerWriter
 from proxy.metering.ledger_event import LedgerEvent
+from proxy.usage import Usage
 
 
 def _batches() -> float:
@@ -40,8 +41,8 @@ async def _tenant(engine_url: str) -> int:
 def _event(tenant_id: int) -> LedgerEvent:
     return LedgerEvent(
         tenant_id=tenant_id, key_id=None, model="gemini-2.5-flash", operation="generateContent",
-        route="native", streamed=False, status=200, latency_ms=1.0, prompt_tokens=3,
-        output_tokens=4, total_tokens=7, cost_usd=Decimal("0.0000021"), priced=True,
+        route="native", streamed=False, status=200, latency_ms=1.0,
+        usage=Usage(prompt_tokens=3, output_tokens=4), cost_usd=Decimal("0.0000021"), priced=True,
     )  # fmt: skip
 
 

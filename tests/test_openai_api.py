@@ -13,7 +13,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
-from proxy.metering.estimate import estimate_text_tokens
+from proxy.estimate import estimate_text_tokens
 from tests.conftest import RunningProxy
 from tests.fakes.gemini import (
     ErrorReply,

@@ -11,7 +11,6 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from proxy.errors import BadRequest
-from proxy.metering.usage import Usage
 from proxy.openai.chat import (
     ChatCall,
     chat_request_to_gemini,
@@ -21,6 +20,7 @@ from proxy.openai.chat import (
 )
 from proxy.openai.messages import DUMMY_THOUGHT_SIGNATURE
 from proxy.openai.tool_ids import SEPARATOR, decode_signature
+from proxy.usage import Usage
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "gemini"
 SIGNATURE = "CiQBVKhc7vB1mZ3xQ0m2Hn8sZQk1oE5q9yN0cFq3n6y0xg=="

@@ -12,7 +12,6 @@ from openai._models import construct_type
 from openai.types import Completion
 
 from proxy.errors import BadRequest
-from proxy.metering.usage import Usage
 from proxy.openai.completions import (
     CompletionsCall,
     CompletionsStreamTranslator,
@@ -21,6 +20,7 @@ from proxy.openai.completions import (
     sum_usage,
 )
 from proxy.openai.errors import UpstreamStreamError
+from proxy.usage import Usage
 
 MODEL = "gemini-2.5-flash"
 

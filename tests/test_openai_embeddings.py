@@ -13,7 +13,7 @@ import pytest
 from openai.types import CreateEmbeddingResponse
 
 from proxy.errors import BadRequest, UpstreamError
-from proxy.metering.estimate import estimate_text_tokens
+from proxy.estimate import estimate_text_tokens
 from proxy.openai.embeddings import (
     EmbeddingsCall,
     embeddings_request_to_gemini,

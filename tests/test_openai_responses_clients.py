@@ -21,6 +21,8 @@ from proxy.openai.responses import (
 )
 from proxy.openai.responses_stream import ResponsesStreamTranslator, encode_event
 
+pytestmark = pytest.mark.e2e  # real clients (in process, over a mock transport)
+
 MODEL = "gemini-2.5-flash"
 SIGNATURE = "CiQBVKhc7vB1mZ3xQ0m2Hn8sZQk1oE5q9yN0cFq3n6y0xg=="
 

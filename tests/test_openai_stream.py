@@ -12,10 +12,10 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from proxy.metering.usage import Usage
 from proxy.openai.errors import UpstreamStreamError
 from proxy.openai.stream import ChatStreamTranslator
 from proxy.openai.tool_ids import decode_signature
+from proxy.usage import Usage
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "gemini"
 SIGNATURE = "CiQBVKhc7vB1mZ3xQ0m2Hn8sZQk1oE5q9yN0cFq3n6y0xg=="

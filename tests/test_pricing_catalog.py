@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from proxy.pricing.catalog import Catalog, ModelPrice, normalize_model
+from proxy.pricing.prices import strip_version
 from proxy.pricing.schema import ENGINE_KINDS, TOKEN_UNITS
 
 SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "seeds"
@@ -32,8 +33,8 @@ def _all_prices(catalog: Catalog) -> list[ModelPrice]:
 
 EXPECTED_IDS = {
     "gemini-api": {
-        "gemini-2.5-flash",
-        "gemini-2.5-pro",
+        "gemini-2.5-flash-preview-04-17",
+        "gemini-2.5-pro-preview-05-06",
         "gemini-2.0-flash",
         "gemini-2.0-flash-live",
         "gemini-2.0-flash-lite",
@@ -46,16 +47,18 @@ EXPECTED_IDS = {
         "text-embedding-004",
     },
     "vertex-ai": {
-        "gemini-3-pro",
-        "gemini-3-flash",
+        "gemini-3-pro-preview",
+        "gemini-3-pro-image-preview",
+        "gemini-3-flash-preview",
         "gemini-2.5-pro",
-        "gemini-2.5-computer-use",
+        "gemini-2.5-computer-use-preview",
         "gemini-2.5-flash",
+        "gemini-2.5-flash-image",
         "gemini-2.5-flash-live",
         "gemini-2.5-flash-lite",
         "gemini-2.0-flash",
         "gemini-2.0-flash-image-generation",
-        "gemini-2.0-flash-live",
+        "gemini-2.0-flash-live-preview",
         "gemini-2.0-flash-lite",
         "gemini-1.5-flash",
         "gemini-1.5-pro",
@@ -160,6 +163,31 @@ def test_thresholds_are_the_seeds_inclusive_bounds(
     assert price.long_context_threshold == threshold
 
 
+# How the seeds label a preview: Vietnamese (000), English and French (004).
+PREVIEW_LABEL = re.compile(r"xem trước|preview|aperçu", re.IGNORECASE)
+
+
+@pytest.mark.skipif(not SEEDS.is_dir(), reason="shared/seeds is not beside the repository")
+def test_every_release_is_the_seeds_label(catalog: Catalog) -> None:
+    """A preview entry cites a line that labels it preview; a GA entry cites unlabelled lines."""
+    problems = []
+    for price in _all_prices(catalog):
+        m = SOURCE.match(price.stage_source or "")
+        assert m is not None, (price.id, price.stage_source)
+        lines = (SEEDS / m.group(1)).read_text("utf-8").splitlines()
+        text = " | ".join(lines[int(n) - 1] for n in m.group(2).split(","))
+        if bool(PREVIEW_LABEL.search(text)) != price.is_preview:
+            problems.append(f"{price.price_list}/{price.id} is {price.stage}: {text!r}")
+        if price.is_preview:
+            # A preview's id is a preview id; where the seed gives the id (000), it is that one.
+            cut = strip_version(price.id)
+            assert cut is not None and cut[1].startswith("-preview"), price.id
+            assert price.preview_of and not set(price.preview_of) & {price.id, *price.aliases}
+            if m.group(1).startswith("000"):
+                assert price.id in text, price.id
+    assert problems == []
+
+
 def test_metered_rates_have_token_units_or_are_flagged(catalog: Catalog) -> None:
     for price in _all_prices(catalog):
         if price.billing == "media":
@@ -219,14 +247,18 @@ def test_normalize_model(raw: str, expected: str) -> None:
 
 
 RESOLUTION = [
-    # (price list, model as sent, catalog id or None)
-    ("gemini-api", "gemini-2.5-flash", "gemini-2.5-flash"),
-    ("gemini-api", "models/gemini-2.5-flash", "gemini-2.5-flash"),
-    ("gemini-api", "gemini-2.5-flash-preview-04-17", "gemini-2.5-flash"),
-    ("gemini-api", "gemini-2.5-flash-preview-05-20", "gemini-2.5-flash"),
-    ("gemini-api", "gemini-2.5-flash-001", "gemini-2.5-flash"),
-    ("gemini-api", "gemini-2.5-pro-preview-05-06", "gemini-2.5-pro"),
-    ("gemini-api", "gemini-2.5-pro-preview-03-25", "gemini-2.5-pro"),
+    # (price list, model as sent, catalog id or None), one list at a time. Across lists (the
+    # default, then the fallback) see tests/test_pricing_resolution.py.
+    # The Gemini API seed prices 2.5 Flash and Pro as previews only: on that list alone a bare id
+    # gets the preview entry as the last resort (flagged; with the fallback list it gets Vertex's
+    # GA price instead).
+    ("gemini-api", "gemini-2.5-flash", "gemini-2.5-flash-preview-04-17"),
+    ("gemini-api", "models/gemini-2.5-flash", "gemini-2.5-flash-preview-04-17"),
+    ("gemini-api", "gemini-2.5-flash-preview-04-17", "gemini-2.5-flash-preview-04-17"),
+    ("gemini-api", "gemini-2.5-flash-preview-05-20", "gemini-2.5-flash-preview-04-17"),
+    ("gemini-api", "gemini-2.5-flash-001", "gemini-2.5-flash-preview-04-17"),
+    ("gemini-api", "gemini-2.5-pro-preview-05-06", "gemini-2.5-pro-preview-05-06"),
+    ("gemini-api", "gemini-2.5-pro-preview-03-25", "gemini-2.5-pro-preview-05-06"),
     ("gemini-api", "gemini-2.0-flash-001", "gemini-2.0-flash"),
     ("gemini-api", "gemini-2.0-flash-lite", "gemini-2.0-flash-lite"),
     ("gemini-api", "gemini-2.0-flash-lite-001", "gemini-2.0-flash-lite"),
@@ -251,18 +283,19 @@ RESOLUTION = [
     ("gemini-api", "gemini-2.5-flash-preview-tts", None),
     ("gemini-api", "gpt-4o", None),
     ("gemini-api", "", None),
-    ("vertex-ai", "gemini-3-pro-preview", "gemini-3-pro"),
-    ("vertex-ai", "gemini-3-pro-image-preview", "gemini-3-pro"),
-    ("vertex-ai", "gemini-3-flash-preview", "gemini-3-flash"),
+    ("vertex-ai", "gemini-3-pro-preview", "gemini-3-pro-preview"),
+    ("vertex-ai", "gemini-3-pro-image-preview", "gemini-3-pro-image-preview"),
+    ("vertex-ai", "gemini-3-pro", "gemini-3-pro-preview"),  # no GA price anywhere: flagged
+    ("vertex-ai", "gemini-3-flash-preview", "gemini-3-flash-preview"),
     ("vertex-ai", "gemini-2.5-flash", "gemini-2.5-flash"),
-    ("vertex-ai", "gemini-2.5-flash-image", "gemini-2.5-flash"),
-    ("vertex-ai", "gemini-2.5-flash-image-preview", "gemini-2.5-flash"),
+    ("vertex-ai", "gemini-2.5-flash-image", "gemini-2.5-flash-image"),
+    ("vertex-ai", "gemini-2.5-flash-image-preview", "gemini-2.5-flash-image"),
     ("vertex-ai", "gemini-2.5-flash-preview-09-2025", "gemini-2.5-flash"),
     ("vertex-ai", "gemini-2.5-flash-lite", "gemini-2.5-flash-lite"),
     ("vertex-ai", "gemini-2.5-flash-lite-preview-06-17", "gemini-2.5-flash-lite"),
-    ("vertex-ai", "gemini-2.5-computer-use-preview-10-2025", "gemini-2.5-computer-use"),
+    ("vertex-ai", "gemini-2.5-computer-use-preview-10-2025", "gemini-2.5-computer-use-preview"),
     ("vertex-ai", "gemini-live-2.5-flash-preview", "gemini-2.5-flash-live"),
-    ("vertex-ai", "gemini-2.0-flash-live-preview-04-09", "gemini-2.0-flash-live"),
+    ("vertex-ai", "gemini-2.0-flash-live-preview-04-09", "gemini-2.0-flash-live-preview"),
     ("vertex-ai", "gemini-2.0-flash-preview-image-generation", "gemini-2.0-flash-image-generation"),
     ("vertex-ai", "gemini-1.0-pro-002", "gemini-1.0-pro"),
     ("vertex-ai", "gemini-embedding-001", "gemini-embedding"),
@@ -308,8 +341,8 @@ def test_unknown_price_list_is_an_error(catalog: Catalog) -> None:
 
 
 def test_fallback_list_prices_what_the_default_cannot() -> None:
-    from proxy.metering.usage import Usage
     from proxy.pricing.cost import price_call
+    from proxy.usage import Usage
 
     usage = Usage(prompt_tokens=1_000_000, output_tokens=1_000_000)
     strict = Catalog.load()
@@ -473,6 +506,7 @@ models:
   - id: m
     name: M
     section: s
+    release: {stage: ga, source: s}
     rates:
       input: {usd: "1", source: "s:1"}
 """
@@ -488,6 +522,7 @@ models:
   - id: m
     name: M
     section: s
+    release: {{stage: ga, source: s}}
 {model_extra}    rates:
 {rates}"""
 
@@ -541,12 +576,14 @@ BAD_LISTS = [
     ("not-yaml", "models: [unclosed", "not valid YAML"),
     (
         "same-model-twice",
-        GOOD_LIST + "  - id: m\n    name: M\n    section: s\n    rates: {}\n",
+        GOOD_LIST + "  - id: m\n    name: M\n    section: s\n    release: {stage: ga, source: s}\n"
+        "    rates: {}\n",
         "listed twice",
     ),
     (
         "alias-clash",
-        GOOD_LIST + "  - id: n\n    name: N\n    section: s\n    aliases: [m]\n    rates: {}\n",
+        GOOD_LIST + "  - id: n\n    name: N\n    section: s\n    release: {stage: ga, source: s}\n"
+        "    aliases: [m]\n    rates: {}\n",
         "names both",
     ),
 ]
@@ -582,7 +619,7 @@ BAD_OVERRIDES = [
     (
         "discount-unknown-model",
         'discounts:\n  - {discount: "0.1", model: gpt-4o, source: s}\n',
-        "unknown or ambiguous model",
+        "unknown model",
     ),
     (
         "discount-unknown-list",

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.metering.usage import Usage
 from proxy.pricing.catalog import Catalog
 from proxy.pricing.cost import (
     Cost,
@@ -26,6 +25,7 @@ from proxy.pricing.cost import (
     compute_cost,
     price_call,
 )
+from proxy.usage import Usage
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "gemini"
 AT = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -66,7 +66,7 @@ CASES = [
         "api/2.0-flash/mixed-audio-prompt",
         "gemini-api",
         "models/gemini-2.0-flash-001",
-        Usage(prompt_tokens=10_000, prompt_audio_tokens=4_000, output_tokens=1_000),
+        Usage(prompt_tokens=10_000, audio_prompt_tokens=4_000, output_tokens=1_000),
         per_million((6_000, "0.10"), (4_000, "0.70"), (1_000, "0.40")),  # 0.0038
         lines={"input": 6_000, "input_audio": 4_000, "output": 1_000},
     ),
@@ -84,7 +84,7 @@ CASES = [
         "gemini-2.0-flash",
         Usage(
             prompt_tokens=5_230,
-            prompt_audio_tokens=4_800,
+            audio_prompt_tokens=4_800,
             cached_tokens=4_096,
             cached_audio_tokens=4_096,
             output_tokens=11,
@@ -104,7 +104,7 @@ CASES = [
         "api/2.0-flash-lite/1M-each",
         "gemini-api",
         "gemini-2.0-flash-lite",
-        Usage(prompt_tokens=1_000_000, prompt_audio_tokens=1_000, output_tokens=1_000_000),
+        Usage(prompt_tokens=1_000_000, audio_prompt_tokens=1_000, output_tokens=1_000_000),
         Decimal("0.375"),  # one input rate for every modality: 0.075 + 0.30
     ),
     Case(
@@ -125,8 +125,8 @@ CASES = [
     Case(
         "api/2.5-flash-preview/audio",
         "gemini-api",
-        "gemini-2.5-flash",
-        Usage(prompt_tokens=1_000, prompt_audio_tokens=1_000, output_tokens=100),
+        "gemini-2.5-flash-preview-04-17",
+        Usage(prompt_tokens=1_000, audio_prompt_tokens=1_000, output_tokens=100),
         per_million((1_000, "1"), (100, "0.6")),  # 0.00106
     ),
     Case(
@@ -139,14 +139,14 @@ CASES = [
     Case(
         "api/2.5-pro/at-threshold",
         "gemini-api",
-        "gemini-2.5-pro",
+        "gemini-2.5-pro-preview-05-06",
         Usage(prompt_tokens=200_000, output_tokens=1_000),
         per_million((200_000, "1.25"), (1_000, "10")),  # 0.26
     ),
     Case(
         "api/2.5-pro/threshold-plus-1",
         "gemini-api",
-        "gemini-2.5-pro",
+        "gemini-2.5-pro-preview-05-06",
         Usage(prompt_tokens=200_001, output_tokens=1_000),
         per_million((200_001, "2.5"), (1_000, "15")),  # 0.5150025
         long_context=True,
@@ -154,7 +154,7 @@ CASES = [
     Case(
         "api/2.5-pro/cached-plus-thinking",
         "gemini-api",
-        "gemini-2.5-pro",
+        "gemini-2.5-pro-preview-05-06",
         Usage(
             prompt_tokens=150_000, cached_tokens=100_000, output_tokens=2_000, thinking_tokens=8_000
         ),
@@ -164,7 +164,7 @@ CASES = [
         # The cache counts towards the threshold: 150k fresh + 150k cached = 300k > 200k.
         "api/2.5-pro/cached-counts-toward-threshold",
         "gemini-api",
-        "gemini-2.5-pro",
+        "gemini-2.5-pro-preview-05-06",
         Usage(
             prompt_tokens=300_000, cached_tokens=150_000, output_tokens=1_000, thinking_tokens=1_000
         ),
@@ -175,7 +175,7 @@ CASES = [
         # Tool-use tokens are billed but not compared with the threshold.
         "api/2.5-pro/tool-use-not-in-threshold",
         "gemini-api",
-        "gemini-2.5-pro",
+        "gemini-2.5-pro-preview-05-06",
         Usage(prompt_tokens=200_000, tool_use_prompt_tokens=50_000, output_tokens=100),
         per_million((200_000, "1.25"), (50_000, "1.25"), (100, "10")),
     ),
@@ -278,7 +278,7 @@ CASES = [
         "gemini-3-flash-preview",
         Usage(
             prompt_tokens=10_000,
-            prompt_audio_tokens=6_000,
+            audio_prompt_tokens=6_000,
             cached_tokens=5_000,
             cached_audio_tokens=3_000,
             output_tokens=500,
@@ -332,7 +332,7 @@ CASES = [
         "gemini-2.5-flash",
         Usage(
             prompt_tokens=5_230,
-            prompt_audio_tokens=4_800,
+            audio_prompt_tokens=4_800,
             cached_tokens=4_096,
             cached_audio_tokens=4_096,
             output_tokens=11,
@@ -352,7 +352,7 @@ CASES = [
     Case(
         "vertex/2.5-flash/batch-image-output",
         "vertex-ai",
-        "gemini-2.5-flash",
+        "gemini-2.5-flash-image",
         Usage(prompt_tokens=20, output_tokens=1_290, output_image_tokens=1_290),
         per_million((20, "0.15"), (1_290, "15")),
         batch=True,
@@ -361,7 +361,7 @@ CASES = [
         "vertex/2.5-flash-lite/batch-audio",
         "vertex-ai",
         "gemini-2.5-flash-lite",
-        Usage(prompt_tokens=10_000, prompt_audio_tokens=10_000, output_tokens=1_000),
+        Usage(prompt_tokens=10_000, audio_prompt_tokens=10_000, output_tokens=1_000),
         per_million((10_000, "0.15"), (1_000, "0.2")),  # 0.0017
         batch=True,
     ),
@@ -384,7 +384,7 @@ CASES = [
         "vertex/2.0-flash/cached-audio",
         "vertex-ai",
         "gemini-2.0-flash",
-        Usage(prompt_tokens=1_000, prompt_audio_tokens=1_000, cached_tokens=1_000),
+        Usage(prompt_tokens=1_000, audio_prompt_tokens=1_000, cached_tokens=1_000),
         per_million((1_000, "0.25")),  # no cache details: the cache can only hold audio here
         lines={"cached_input_audio": 1_000},
     ),
@@ -392,7 +392,7 @@ CASES = [
         "vertex/2.0-flash-lite/audio",
         "vertex-ai",
         "gemini-2.0-flash-lite",
-        Usage(prompt_tokens=1_000, prompt_audio_tokens=1_000),
+        Usage(prompt_tokens=1_000, audio_prompt_tokens=1_000),
         per_million((1_000, "0.075")),
     ),
     Case(
@@ -401,7 +401,7 @@ CASES = [
         "gemini-2.0-flash-live-001",
         Usage(
             prompt_tokens=1_000,
-            prompt_audio_tokens=1_000,
+            audio_prompt_tokens=1_000,
             output_tokens=1_000,
             output_audio_tokens=1_000,
         ),
@@ -435,7 +435,7 @@ CASES = [
         "vertex/1.5-pro/characters-audio",
         "vertex-ai",
         "gemini-1.5-pro",
-        Usage(prompt_tokens=1_000, prompt_audio_tokens=400, output_tokens=1_000),
+        Usage(prompt_tokens=1_000, audio_prompt_tokens=400, output_tokens=1_000),
         per_million((600, "1.25"), (400, "1.25"), (1_000, "5")),  # 0.00625
     ),
     Case(
@@ -479,11 +479,11 @@ def test_worked_example(catalog: Catalog, case: Case) -> None:
 
 
 def test_every_token_is_billed_once(catalog: Catalog) -> None:
-    price = catalog.resolve("gemini-3-flash", price_list="vertex-ai")
+    price = catalog.resolve("gemini-3-flash-preview", price_list="vertex-ai")
     assert price is not None
     usage = Usage(
         prompt_tokens=10_000,
-        prompt_audio_tokens=6_000,
+        audio_prompt_tokens=6_000,
         cached_tokens=5_000,
         cached_audio_tokens=3_000,
         tool_use_prompt_tokens=700,
@@ -533,7 +533,7 @@ def test_total_is_rounded_half_up_to_ten_places(
 # -- refusals: never $0 -------------------------------------------------------------------
 
 REFUSALS = [
-    ("api/2.5-flash-preview/cache-coming-soon", "gemini-api", "gemini-2.5-flash",
+    ("api/2.5-flash-preview/cache-coming-soon", "gemini-api", "gemini-2.5-flash-preview-04-17",
      Usage(prompt_tokens=10, cached_tokens=5), False, MissingRate, "no cached_input"),
     ("api/2.0-flash-lite/no-cache", "gemini-api", "gemini-2.0-flash-lite",
      Usage(prompt_tokens=10, cached_tokens=5), False, MissingRate, "no cached_input"),
@@ -551,7 +551,7 @@ REFUSALS = [
      Usage(prompt_tokens=10), False, MissingRate, "no input rate"),
     ("api/imagen-per-image", "gemini-api", "imagen-3.0-generate-002",
      Usage(prompt_tokens=10), False, UnmeterableUsage, "per image"),
-    ("vertex/3-pro/long-image", "vertex-ai", "gemini-3-pro",
+    ("vertex/3-pro/long-image", "vertex-ai", "gemini-3-pro-image-preview",
      Usage(prompt_tokens=200_001, output_tokens=1_120, output_image_tokens=1_120), False,
      MissingRate, "no long-context rate for output_image"),
     ("vertex/1.5-flash/no-cache-rate", "vertex-ai", "gemini-1.5-flash",
@@ -563,12 +563,12 @@ REFUSALS = [
     ("vertex/image-generation/video-rate", "vertex-ai", "gemini-2.0-flash-preview-image-generation",
      Usage(prompt_tokens=10), False, UnmeterableUsage, "video"),
     ("vertex/image-generation/no-batch", "vertex-ai", "gemini-2.0-flash-preview-image-generation",
-     Usage(prompt_tokens=10, prompt_audio_tokens=10), True, MissingRate, "no batch rate"),
+     Usage(prompt_tokens=10, audio_prompt_tokens=10), True, MissingRate, "no batch rate"),
     ("vertex/multimodalembedding", "vertex-ai", "multimodalembedding@001",
      Usage(prompt_tokens=10), False, UnmeterableUsage, "image, video"),
     ("vertex/veo", "vertex-ai", "veo-3.0-generate-001",
      Usage(prompt_tokens=10), False, UnmeterableUsage, "per image or second"),
-    ("vertex/computer-use/no-cache", "vertex-ai", "gemini-2.5-computer-use",
+    ("vertex/computer-use/no-cache", "vertex-ai", "gemini-2.5-computer-use-preview",
      Usage(prompt_tokens=10, cached_tokens=10), False, MissingRate, "no cached_input"),
 ]  # fmt: skip
 
@@ -724,7 +724,7 @@ def usages(draw: st.DrawFn) -> Usage:
         output_tokens=draw(counts),
         thinking_tokens=draw(counts),
         tool_use_prompt_tokens=draw(counts),
-        prompt_audio_tokens=draw(counts),
+        audio_prompt_tokens=draw(counts),
         cached_audio_tokens=draw(counts),
     )
 
@@ -739,7 +739,9 @@ def _catalog(default_list: str) -> Catalog:
 @given(usage=usages(), batch=st.booleans())
 def test_cost_is_never_negative_and_sums_its_lines(usage: Usage, batch: bool) -> None:
     catalog = _catalog("vertex-ai")
-    for model in ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-3-flash", "gemini-2.0-flash-lite"):
+    for model in (
+        "gemini-2.5-pro", "gemini-2.5-flash", "gemini-3-flash-preview", "gemini-2.0-flash-lite"
+    ):  # fmt: skip
         price = catalog.resolve(model)
         assert price is not None
         cost = compute_cost(usage, price, batch=batch)
@@ -759,7 +761,7 @@ def test_cost_is_never_negative_and_sums_its_lines(usage: Usage, batch: bool) ->
 @given(prompt=st.integers(min_value=0, max_value=2_000_000), output=counts)
 def test_long_context_never_costs_less(prompt: int, output: int) -> None:
     catalog = _catalog("gemini-api")
-    price = catalog.resolve("gemini-2.5-pro")
+    price = catalog.resolve("gemini-2.5-pro-preview-05-06")
     assert price is not None
     here = compute_cost(Usage(prompt_tokens=prompt, output_tokens=output), price)
     more = compute_cost(Usage(prompt_tokens=prompt + 1, output_tokens=output), price)

@@ -50,7 +50,10 @@ def test_quote_shows_each_line_and_how(catalog: Catalog) -> None:
         at=AT,
     )
     text = format_quote(pc, requested_model="models/gemini-2.5-pro-preview-05-06")
-    assert 'model       gemini-2.5-pro (requested "models/gemini-2.5-pro-preview-05-06")' in text
+    assert (
+        'model       gemini-2.5-pro-preview-05-06 (requested "models/gemini-2.5-pro-preview-05-06")'
+        in text
+    )
     assert "price list  gemini-api, version 2025-05-07" in text
     assert "long: prompt 200,001 > 200,000 tokens" in text
     # 100,001 x 2.5 + 100,000 x 0.625 + 1,000 x 15 + 500 x 15, per million
@@ -80,7 +83,11 @@ def test_quote_of_a_tiny_cost_is_not_in_exponent_notation(catalog: Catalog) -> N
     ("model", "kwargs", "expected"),
     [
         ("gpt-4o", {}, "UNPRICED: unknown model 'gpt-4o'"),
-        ("gemini-2.5-flash", {"cached_tokens": 10}, "UNPRICED: gemini-2.5-flash (gemini-api): no"),
+        (
+            "gemini-2.5-flash-preview-04-17",
+            {"cached_tokens": 10},
+            "UNPRICED: gemini-2.5-flash-preview-04-17 (gemini-api): no cached_input rate",
+        ),
         ("gemini-2.0-flash", {"batch": True}, "UNPRICED: gemini-2.0-flash (gemini-api): no batch"),
     ],
     ids=["unknown", "missing-cache-rate", "missing-batch-rate"],

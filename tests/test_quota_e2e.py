@@ -20,6 +20,8 @@ from tests.fakes.gemini import JsonReply, text_response
 from tests.test_quota_fixtures import REDIS_URL, add_policy, body, budget_for
 
 MODEL = "gemini-2.5-flash"
+# Priced as the proxies here price it: default settings, the Gemini API list then Vertex AI's.
+CATALOG = Catalog.load(fallback_list="vertex-ai")
 ADMIN = {"authorization": "Bearer admin-token-for-tests"}
 
 
@@ -44,7 +46,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, Any
 
 def worst_case_reply(req: dict[str, Any]) -> JsonReply:
     """A reply whose real cost equals the reservation: nothing is released at settlement."""
-    est = estimate_call(Catalog.load(), MODEL, req)
+    est = estimate_call(CATALOG, MODEL, req)
     usage = {
         "promptTokenCount": est.prompt_tokens,
         "candidatesTokenCount": 0,
@@ -74,7 +76,7 @@ def test_fifty_concurrent_calls_never_overshoot_a_hard_budget(
     url, overrides = backend
     p = start_proxy(url, **overrides)
     req = body(400, 1000)
-    budget = budget_for(10.5, req)
+    budget = budget_for(10.5, req, cat=CATALOG)
     run_sync(lambda: add_policy(url, p.tenant, budget_usd=budget, period="day"))
     httpx.get(f"{p.url}/admin/tenants/{p.tenant}/quota", headers=ADMIN)  # policy loaded
     for _ in range(50):
@@ -111,7 +113,7 @@ def test_two_replicas_enforce_one_budget_and_one_rpm(
     req = body(400, 1000)
     run_sync(
         lambda: add_policy(
-            pg_url, a.tenant, budget_usd=budget_for(6.5, req), period="day", rpm=1000
+            pg_url, a.tenant, budget_usd=budget_for(6.5, req, cat=CATALOG), period="day", rpm=1000
         )
     )
     for p in (a, b):

@@ -16,9 +16,9 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import text
 
+from proxy.caller import Caller
 from proxy.db import queries
 from proxy.db.engine import make_engine, make_sessionmaker
-from proxy.db.queries import KeyInfo
 from proxy.pricing.catalog import Catalog
 from proxy.quotas.estimate import estimate_call
 from proxy.quotas.manage import set_policy
@@ -121,7 +121,7 @@ async def open_store(
             await engine.dispose()
 
 
-async def make_key(url: str, tenant: str) -> KeyInfo:
+async def make_key(url: str, tenant: str) -> Caller:
     engine = make_engine(url)
     try:
         async with make_sessionmaker(engine)() as session:
@@ -132,7 +132,7 @@ async def make_key(url: str, tenant: str) -> KeyInfo:
             await session.commit()
             info = await queries.lookup_key(session, queries.hash_key(secret))
             assert info is not None
-            return info
+            return info.caller
     finally:
         await engine.dispose()
 
@@ -149,9 +149,11 @@ async def add_policy(url: str, tenant: str, **limits: Any) -> Policy:
         await engine.dispose()
 
 
-def budget_for(n: float, body: Mapping[str, Any], model: str = MODEL) -> Decimal:
+def budget_for(
+    n: float, body: Mapping[str, Any], model: str = MODEL, cat: Catalog | None = None
+) -> Decimal:
     """A budget that holds the worst case of about ``n`` calls of this body."""
-    cost = estimate_call(catalog(), model, body).cost_usd
+    cost = estimate_call(cat or catalog(), model, body).cost_usd
     assert cost is not None
     return (cost * Decimal(str(n))).quantize(Decimal("1e-10"))
 

@@ -16,6 +16,7 @@ from sqlalchemy import insert, select
 from proxy.db.engine import make_engine
 from proxy.db.tables import ApiKey, UsageEvent
 from proxy.errors import Forbidden, QuotaExceeded, ServiceUnavailable
+from proxy.model_ids import model_id
 from proxy.quotas.estimate import prompt_tokens
 from proxy.quotas.policy import LimitStatus
 from proxy.quotas.service import Admission, QuotaHooks, QuotaService
@@ -55,7 +56,11 @@ def clock() -> Clock:
 
 async def refused(svc: QuotaService, key: Any, **kw: Any) -> QuotaExceeded | None:
     try:
-        adm = await svc.admit(key, model=kw.pop("model", MODEL), request=kw.pop("request", body()))
+        adm = await svc.admit(
+            key,
+            model=model_id(kw.pop("model", MODEL), prefixed=True),
+            request=kw.pop("request", body()),
+        )
     except QuotaExceeded as exc:
         return exc
     svc.settle(adm, cost_usd=kw.get("cost", Decimal(0)), tokens=kw.get("tokens", 0))
@@ -71,7 +76,7 @@ async def test_no_policy_costs_nothing(backend: tuple[str, str], clock: Clock) -
     kind, url = backend
     key = await make_key(url, TENANT)
     async with service(kind, url, clock) as svc:
-        adm = await svc.admit(key, model=MODEL, request=body())
+        adm = await svc.admit(key, model=model_id(MODEL), request=body())
         assert adm.lines == () and adm.headers == {}
         svc.settle(adm, cost_usd=Decimal(1), tokens=10)
         assert await svc.status(TENANT) == []
@@ -90,7 +95,7 @@ async def test_hard_budget_holds_under_50_concurrent_calls(
 
         async def call() -> Admission | QuotaExceeded:
             try:
-                adm = await svc.admit(key, model=MODEL, request=body())
+                adm = await svc.admit(key, model=model_id(MODEL), request=body())
             except QuotaExceeded as exc:
                 return exc
             await asyncio.sleep(rng.random() / 100)  # the upstream call
@@ -137,7 +142,7 @@ async def test_two_replicas_enforce_one_budget_and_one_rpm(
 
         async def call(svc: QuotaService, k: Any) -> bool:
             try:
-                adm = await svc.admit(k, model=MODEL, request=body())
+                adm = await svc.admit(k, model=model_id(MODEL), request=body())
             except QuotaExceeded:
                 return False
             svc.settle(adm, cost_usd=Decimal(adm.worst_units or 0).scaleb(-10), tokens=1)
@@ -161,13 +166,13 @@ async def test_rpm_window_refuses_then_admits_after_the_reset(
     key = await make_key(url, TENANT)
     await add_policy(url, TENANT, rpm=2)
     async with service(kind, url, clock) as svc:
-        first = await svc.admit(key, model=MODEL, request=body())
+        first = await svc.admit(key, model=model_id(MODEL), request=body())
         assert first.headers == {
             "x-ratelimit-limit-requests": "2",
             "x-ratelimit-remaining-requests": "1",
             "x-ratelimit-reset-requests": "50s",  # the clock is at 12:00:10
         }
-        await svc.admit(key, model=MODEL, request=body())
+        await svc.admit(key, model=model_id(MODEL), request=body())
         clock.advance(20.5)
         exc = await refused(svc, key)
         assert exc is not None and exc.code == "rate_limit_exceeded"
@@ -176,7 +181,7 @@ async def test_rpm_window_refuses_then_admits_after_the_reset(
         assert exc.headers["x-ratelimit-reset-requests"] == "29.5s"
         assert "2 of 2 requests per minute" in exc.message
         clock.advance(29.5)  # 12:01:00, a new window
-        again = await svc.admit(key, model=MODEL, request=body())
+        again = await svc.admit(key, model=model_id(MODEL), request=body())
         assert again.headers["x-ratelimit-remaining-requests"] == "1"
         assert again.headers["x-ratelimit-reset-requests"] == "1m0s"
 
@@ -189,7 +194,7 @@ async def test_tpm_window_counts_prompt_then_real_tokens(
     await add_policy(url, TENANT, tpm=1000)
     prompt, _ = prompt_tokens(body(1200))
     async with service(kind, url, clock) as svc:
-        adm = await svc.admit(key, model=MODEL, request=body(1200))
+        adm = await svc.admit(key, model=model_id(MODEL), request=body(1200))
         assert adm.headers["x-ratelimit-remaining-tokens"] == str(1000 - prompt)
         svc.settle(adm, cost_usd=Decimal(0), tokens=400)  # the real total replaces the estimate
         await svc.drain()
@@ -201,7 +206,7 @@ async def test_tpm_window_counts_prompt_then_real_tokens(
         assert exc.headers["x-ratelimit-remaining-tokens"] == str(1000 - 400 - prompt)
         assert exc.headers["Retry-After"] == "50"
         clock.advance(50)
-        late = await svc.admit(key, model=MODEL, request=body(1200))
+        late = await svc.admit(key, model=model_id(MODEL), request=body(1200))
         clock.advance(60)  # it settles in the next window: only what it lacked counts there
         svc.settle(late, cost_usd=Decimal(0), tokens=prompt + 100)
         await svc.drain()
@@ -234,7 +239,7 @@ async def test_soft_budget_checks_spend_and_holds_nothing(
     await add_policy(url, TENANT, budget_usd=Decimal("0.001"), period="week", mode="soft")
     async with service(kind, url, clock) as svc:
         # Each worst case ($0.0035) exceeds the budget, but soft mode only asks: is any left?
-        calls = [await svc.admit(key, model=MODEL, request=body()) for _ in range(3)]
+        calls = [await svc.admit(key, model=model_id(MODEL), request=body()) for _ in range(3)]
         for adm in calls:
             svc.settle(adm, cost_usd=Decimal("0.0004"), tokens=10)
         await svc.drain()
@@ -253,7 +258,7 @@ async def test_token_quota_holds_prompt_and_maximum_output(
     prompt, _ = prompt_tokens(body())
     await add_policy(url, TENANT, tokens=2 * (prompt + 1000) + 10, period="month")
     async with service(kind, url, clock) as svc:
-        held = [await svc.admit(key, model=MODEL, request=body()) for _ in range(2)]
+        held = [await svc.admit(key, model=model_id(MODEL), request=body()) for _ in range(2)]
         exc = await refused(svc, key)
         assert exc is not None and exc.code == "insufficient_quota"
         assert "token quota" in exc.message and "Retry-After" in exc.headers
@@ -273,13 +278,19 @@ async def test_allowed_models_and_key_policies(backend: tuple[str, str], clock: 
     await add_policy(url, TENANT, key_prefix=prefix, rpm=1, allowed_models=["gemini-2.5-flash"])
     async with service(kind, url, clock) as svc:
         with pytest.raises(Forbidden) as denied:
-            await svc.admit(other, model="gemini-2.0-flash", request=body())
+            await svc.admit(
+                other, model=model_id("gemini-2.0-flash", prefixed=True), request=body()
+            )
         assert denied.value.status_code == 403 and denied.value.code == "model_not_allowed"
         assert "tenant 'team-a'" in denied.value.message
         with pytest.raises(Forbidden):
-            await svc.admit(key, model="models/gemini-2.5-pro", request=body())
-        assert (await svc.admit(other, model="gemini-2.5-pro", request=body())).lines == ()
-        await svc.admit(key, model="gemini-2.5-flash", request=body())
+            await svc.admit(
+                key, model=model_id("models/gemini-2.5-pro", prefixed=True), request=body()
+            )
+        assert (
+            await svc.admit(other, model=model_id("gemini-2.5-pro", prefixed=True), request=body())
+        ).lines == ()
+        await svc.admit(key, model=model_id("gemini-2.5-flash", prefixed=True), request=body())
         exc = await refused(svc, key)
         assert exc is not None and f"key {prefix}" in exc.message
         assert await refused(svc, other) is None  # the rpm is the key's alone
@@ -318,7 +329,9 @@ async def test_a_crashed_replicas_holds_expire(
         service(kind, url, clock, redis_prefix=prefix) as crashed,
         service(kind, url, clock, redis_prefix=prefix, hold_seconds=120) as survivor,
     ):
-        await crashed.admit(key, model=MODEL, request=body())  # then it dies: never settled
+        await crashed.admit(
+            key, model=model_id(MODEL), request=body()
+        )  # then it dies: never settled
         exc = await refused(survivor, key)
         assert exc is not None and exc.headers["Retry-After"] == "1"
         clock.advance(121)
@@ -375,10 +388,12 @@ async def test_unpriced_models_hold_nothing_but_count_when_settled(
     key = await make_key(url, TENANT)
     await add_policy(url, TENANT, budget_usd=Decimal("0.01"))
     async with service(kind, url, clock) as svc:
-        adm = await svc.admit(key, model="gemini-unknown-9", request=body())
+        adm = await svc.admit(
+            key, model=model_id("gemini-unknown-9", prefixed=True), request=body()
+        )
         assert adm.worst_units is None
         svc.settle(adm, cost_usd=None, tokens=5)
-        priced = await svc.admit(key, model=MODEL, request=body())
+        priced = await svc.admit(key, model=model_id(MODEL), request=body())
         svc.settle(priced, cost_usd=None, tokens=5)  # unpriced at close: the held worst case
         await svc.drain()
         used = limit(await svc.status(TENANT), "budget_usd").used
@@ -388,10 +403,10 @@ async def test_unpriced_models_hold_nothing_but_count_when_settled(
 async def test_policy_changes_apply_within_the_refresh(sqlite_url: str, clock: Clock) -> None:
     key = await make_key(sqlite_url, TENANT)
     async with service("memory", sqlite_url, clock) as svc:
-        assert (await svc.admit(key, model=MODEL, request=body())).lines == ()
+        assert (await svc.admit(key, model=model_id(MODEL), request=body())).lines == ()
         await add_policy(sqlite_url, TENANT, rpm=1)
         for _ in range(100):
-            if (await svc.admit(key, model=MODEL, request=body())).lines:
+            if (await svc.admit(key, model=model_id(MODEL), request=body())).lines:
                 break
             await asyncio.sleep(0.01)
         assert await refused(svc, key) is not None
@@ -407,9 +422,9 @@ async def test_an_unreachable_store_refuses_hard_limits_only(sqlite_url: str, cl
     svc = await QuotaService.create(Settings(), engine, catalog(), clock=clock, store=store)
     try:
         with pytest.raises(ServiceUnavailable) as exc:
-            await svc.admit(key, model=MODEL, request=body())
+            await svc.admit(key, model=model_id(MODEL), request=body())
         assert exc.value.status_code == 503 and exc.value.headers["Retry-After"] == "1"
-        assert (await svc.admit(other, model=MODEL, request=body())).lines == ()
+        assert (await svc.admit(other, model=model_id(MODEL), request=body())).lines == ()
     finally:
         await svc.aclose()
         await engine.dispose()
@@ -454,7 +469,7 @@ async def test_live_calls_keep_their_holds(backend: tuple[str, str], clock: Cloc
     refusals: list[str] = []
     hooks = QuotaHooks(on_refusal=lambda s: refusals.append(s.label))
     async with service(kind, url, clock, hooks=hooks, hold_seconds=0.4) as svc:
-        long_call = await svc.admit(key, model=MODEL, request=body())
+        long_call = await svc.admit(key, model=model_id(MODEL), request=body())
         for _ in range(3):
             clock.advance(0.3)  # past the first hold's expiry by the second round
             await asyncio.sleep(0.25)  # a heartbeat runs (every 0.1 s)

@@ -16,6 +16,7 @@ from proxy.db.reports import GROUPS, usage_report
 from proxy.db.tables import ApiKey, Tenant, UsageEvent, UsageRollup
 from proxy.metering.ledger import LedgerWriter
 from proxy.metering.ledger_event import LedgerEvent
+from proxy.usage import Usage
 from tests.conftest import run_sync
 
 T0 = datetime(2026, 10, 30, 21, 17, 3, 123456, tzinfo=UTC)
@@ -58,14 +59,15 @@ def _events(
                 streamed=rnd.random() < 0.5,
                 status=rnd.choice([200] * 9 + [429]),
                 latency_ms=rnd.random() * 100,
-                prompt_tokens=prompt,
-                cached_tokens=rnd.randint(0, prompt),
-                output_tokens=rnd.randint(0, 900),
-                thinking_tokens=rnd.randint(0, 900),
-                tool_use_prompt_tokens=rnd.randint(0, 50),
-                audio_prompt_tokens=rnd.randint(0, 30),
-                total_tokens=rnd.randint(0, 9000),
-                estimated=rnd.random() < 0.05,
+                usage=Usage(
+                    prompt_tokens=prompt,
+                    cached_tokens=rnd.randint(0, prompt),
+                    output_tokens=rnd.randint(0, 900),
+                    thinking_tokens=rnd.randint(0, 900),
+                    tool_use_prompt_tokens=rnd.randint(0, 50),
+                    audio_prompt_tokens=rnd.randint(0, 30),
+                    estimated=rnd.random() < 0.05,
+                ),
                 priced=priced,
                 cost_usd=Decimal(rnd.randint(0, 10**8)).scaleb(-10) if priced else None,
                 created_at=T0 + timedelta(seconds=rnd.uniform(0, 3 * 86400)),

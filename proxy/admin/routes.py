@@ -23,9 +23,9 @@ from ..db.reports import GROUPS, usage_report
 from ..db.tables import ApiKey, Tenant
 from ..errors import BadRequest, Forbidden, NotFound, ProxyError, Unauthenticated
 from ..formats import decimal_text, write_usage
-from ..forwarding import authenticate
+from ..pricing.report import explain
 from ..quotas import QuotaPolicyError, delete_policy, get_policies, set_policy
-from ..services import Services, services
+from ..services import Services, authenticate, services
 
 __all__ = ["FromQ", "GroupQ", "ToQ", "create_admin_app", "tenant_usage", "usage_response"]
 
@@ -235,6 +235,17 @@ def create_admin_app() -> FastAPI:
         if svc.quotas is not None:
             await svc.quotas.refresh()
         return Response(status_code=204)
+
+    @app.get("/prices/resolve", tags=["prices"], response_model=dict[str, Any])
+    async def resolve_price(
+        svc: AdminDep, model: str, at: str | None = None, price_list: str | None = None
+    ) -> dict[str, Any]:
+        """How a call to ``model`` at ``at`` (default now) would be priced, and why; as
+        ``gemini-meter prices resolve --format json`` (docs/pricing.md, section 2)."""
+        when = _when(at, "at")
+        if price_list is not None and price_list not in svc.catalog.price_lists:
+            raise BadRequest(f"Unknown price list {price_list!r}.", param="price_list")
+        return explain(svc.catalog, model, at=when, price_list=price_list)
 
     return app
 

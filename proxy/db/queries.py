@@ -14,6 +14,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from ..caller import Caller
+from ..usage import REPORTED_KINDS
 from .tables import ApiKey, Tenant, UsageEvent, UsageRollup
 
 __all__ = [
@@ -43,11 +45,11 @@ def _now() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
-    key_id: int
+    """A tenant key's row, as the key cache keeps it."""
+
     key_hash: str
-    tenant_id: int
-    tenant_name: str
     active: bool
+    caller: Caller
 
 
 async def create_tenant(session: AsyncSession, name: str) -> Tenant:
@@ -114,11 +116,9 @@ async def lookup_key(session: AsyncSession, key_hash: str) -> KeyInfo | None:
         return None
     key_id, stored_hash, revoked_at, tenant_id, tenant_name, disabled = row
     return KeyInfo(
-        key_id=key_id,
         key_hash=stored_hash,
-        tenant_id=tenant_id,
-        tenant_name=tenant_name,
         active=revoked_at is None and not disabled,
+        caller=Caller(tenant_id=tenant_id, tenant_name=tenant_name, key_id=key_id),
     )
 
 
@@ -177,18 +177,6 @@ def insert_chunks(rows: Sequence[T], page: int = INSERT_PAGE) -> Iterator[Sequen
         start += size
 
 
-# The token columns summed by the rollups and the reports.
-TOKEN_SUMS = (
-    "prompt_tokens",
-    "cached_tokens",
-    "output_tokens",
-    "thinking_tokens",
-    "tool_use_prompt_tokens",
-    "audio_prompt_tokens",
-    "total_tokens",
-)
-
-
 def hour_of(ts: datetime) -> datetime:
     ts = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
     return ts.replace(minute=0, second=0, microsecond=0)
@@ -202,11 +190,11 @@ async def add_to_rollups(conn: AsyncConnection, rows: list[dict[str, Any]]) -> N
         if b is None:
             b = buckets[k] = {
                 "bucket": k[0], "tenant_id": k[1], "key_id": k[2], "model": k[3],
-                "requests": 0, **dict.fromkeys(TOKEN_SUMS, 0), "cost_usd": Decimal(0),
+                "requests": 0, **dict.fromkeys(REPORTED_KINDS, 0), "cost_usd": Decimal(0),
                 "unpriced": 0, "estimated": 0, "errors": 0,
             }  # fmt: skip
         b["requests"] += 1
-        for c in TOKEN_SUMS:
+        for c in REPORTED_KINDS:
             b[c] += r[c]
         b["cost_usd"] += r["cost_usd"] or 0
         b["unpriced"] += 0 if r["priced"] else 1
@@ -215,7 +203,7 @@ async def add_to_rollups(conn: AsyncConnection, rows: list[dict[str, Any]]) -> N
     if not buckets:
         return
     ins = _insert(conn, UsageRollup)
-    added = ("requests", *TOKEN_SUMS, "cost_usd", "unpriced", "estimated", "errors")
+    added = ("requests", *REPORTED_KINDS, "cost_usd", "unpriced", "estimated", "errors")
     stmt = ins.on_conflict_do_update(
         index_elements=["bucket", "tenant_id", "key_id", "model"],
         set_={c: getattr(UsageRollup, c) + getattr(ins.excluded, c) for c in added},

@@ -9,7 +9,7 @@ exact to the microsecond of its bounds while reading a few thousand rows for a m
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -17,40 +17,44 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .queries import TOKEN_SUMS, hour_of
+from ..usage import REPORTED_KINDS
+from .queries import hour_of
 from .tables import ApiKey, Tenant, UsageEvent, UsageRollup
 
-__all__ = ["GROUPS", "GroupBy", "UsageRow", "usage_report"]
+__all__ = ["GROUPS", "TOTALS", "GroupBy", "UsageRow", "usage_report"]
 
 GroupBy = Literal["tenant", "model", "key", "day", "hour"]
 GROUPS: tuple[GroupBy, ...] = ("tenant", "model", "key", "day", "hour")
-_SUMS = TOKEN_SUMS
+
+
+# A report row's totals, in order: request count, the reported token kinds, money, flags.
+TOTALS: tuple[str, ...] = (
+    "requests",
+    *REPORTED_KINDS,
+    "cost_usd",
+    "unpriced",
+    "estimated",
+    "errors",
+)
 
 
 @dataclass(slots=True)
 class UsageRow:
     group: dict[str, Any]
-    requests: int = 0
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    thinking_tokens: int = 0
-    tool_use_prompt_tokens: int = 0
-    audio_prompt_tokens: int = 0
-    total_tokens: int = 0
-    cost_usd: Decimal = field(default_factory=lambda: Decimal(0))
-    unpriced: int = 0
-    estimated: int = 0
-    errors: int = 0
+    totals: dict[str, Any] = field(default_factory=lambda: _zero_totals())
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.totals[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def as_dict(self) -> dict[str, Any]:
-        out = dict(self.group)
-        for f in fields(self)[1:]:
-            out[f.name] = getattr(self, f.name)
-        return out
+        return {**self.group, **self.totals}
 
 
-_COUNTS = tuple(f.name for f in fields(UsageRow)[1:])
+def _zero_totals() -> dict[str, Any]:
+    return {name: Decimal(0) if name == "cost_usd" else 0 for name in TOTALS}
 
 
 def _ceil_hour(ts: datetime) -> datetime:
@@ -127,8 +131,8 @@ async def usage_report(
             row = merged.get(group)
             if row is None:
                 row = merged[group] = UsageRow(group=dict(zip(group_by, group, strict=True)))
-            for name, value in zip(_COUNTS, values, strict=True):
-                setattr(row, name, getattr(row, name) + value)
+            for name, value in zip(TOTALS, values, strict=True):
+                row.totals[name] += value
     return [merged[g] for g in sorted(merged, key=lambda g: tuple(str(v) for v in g))]
 
 
@@ -148,7 +152,7 @@ async def _sum(
         ts, key_col = t.bucket, t.key_id
         sums: list[Any] = [
             func.sum(t.requests),
-            *(func.sum(getattr(t, c)) for c in _SUMS),
+            *(func.sum(getattr(t, c)) for c in REPORTED_KINDS),
             func.sum(t.cost_usd),
             func.sum(t.unpriced),
             func.sum(t.estimated),
@@ -159,7 +163,7 @@ async def _sum(
         ts, key_col = t.created_at, func.coalesce(t.key_id, 0)
         sums = [
             func.count(),
-            *(func.sum(getattr(t, c)) for c in _SUMS),
+            *(func.sum(getattr(t, c)) for c in REPORTED_KINDS),
             func.sum(t.cost_usd),
             func.count().filter(t.priced.is_(False)),
             func.count().filter(t.estimated.is_(True)),
@@ -196,6 +200,12 @@ async def _sum(
             continue  # an empty range
         group = tuple(_label(g, v) for g, v in zip(group_by, row[:n], strict=True))
         out.append(
-            (group, tuple(Decimal(v or 0) if i == 8 else int(v or 0) for i, v in enumerate(values)))
+            (
+                group,
+                tuple(
+                    Decimal(v or 0) if name == "cost_usd" else int(v or 0)
+                    for name, v in zip(TOTALS, values, strict=True)
+                ),
+            )
         )
     return out

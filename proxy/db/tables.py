@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -18,12 +19,15 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Table,
     TypeDecorator,
     text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
+
+from ..usage import REPORTED_KINDS, TOKEN_KINDS
 
 __all__ = [
     "ApiKey",
@@ -110,42 +114,47 @@ class ApiKey(Base):
 
 
 class UsageEvent(Base):
-    __tablename__ = "usage_events"
+    """One metered call. The token columns are :data:`proxy.usage.TOKEN_KINDS`, in order."""
 
-    # A client-generated id, so replaying a batch after a failure never doubles a row.
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    tenant_id: Mapped[int] = mapped_column(BigInteger)
-    key_id: Mapped[int | None] = mapped_column(BigInteger)
-    model: Mapped[str] = mapped_column(String(128))
-    operation: Mapped[str] = mapped_column(String(32))
-    route: Mapped[str] = mapped_column(String(16))
-    streamed: Mapped[bool] = mapped_column(Boolean)
-    status: Mapped[int] = mapped_column(Integer)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    thinking_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    tool_use_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    audio_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    cached_audio_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    output_image_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    output_audio_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    total_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    estimated: Mapped[bool] = mapped_column(Boolean, default=False)
-    cost_usd: Mapped[Decimal | None] = mapped_column(Money())
-    priced: Mapped[bool] = mapped_column(Boolean, default=False)
-    price_list: Mapped[str | None] = mapped_column(String(32))
-    price_version: Mapped[str | None] = mapped_column(String(32))
-    latency_ms: Mapped[float] = mapped_column(Float)
-    ttfb_ms: Mapped[float | None] = mapped_column(Float)
-    response_id: Mapped[str | None] = mapped_column(String(128))
-    model_version: Mapped[str | None] = mapped_column(String(128))
-    error_class: Mapped[str | None] = mapped_column(String(64))
-    end_user: Mapped[str | None] = mapped_column(String(256))
-    retries: Mapped[int] = mapped_column(Integer, default=0)
+    # Typed names for the columns code refers to by name (the rest are read with getattr).
+    id: Mapped[str]
+    created_at: Mapped[datetime]
+    tenant_id: Mapped[int]
+    key_id: Mapped[int | None]
+    model: Mapped[str]
+    status: Mapped[int]
+    total_tokens: Mapped[int]
+    estimated: Mapped[bool]
+    cost_usd: Mapped[Decimal | None]
+    priced: Mapped[bool]
 
-    __table_args__ = (
+    __table__ = Table(
+        "usage_events",
+        Base.metadata,
+        # A client-generated id, so replaying a batch after a failure never doubles a row.
+        Column("id", String(32), primary_key=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("tenant_id", BigInteger, nullable=False),
+        Column("key_id", BigInteger),
+        Column("model", String(128), nullable=False),
+        Column("operation", String(32), nullable=False),
+        Column("route", String(16), nullable=False),
+        Column("streamed", Boolean, nullable=False),
+        Column("status", Integer, nullable=False),
+        *(Column(kind.name, Integer, nullable=False, default=0) for kind in TOKEN_KINDS),
+        Column("total_tokens", Integer, nullable=False, default=0),
+        Column("estimated", Boolean, nullable=False, default=False),
+        Column("cost_usd", Money()),
+        Column("priced", Boolean, nullable=False, default=False),
+        Column("price_list", String(32)),
+        Column("price_version", String(32)),
+        Column("latency_ms", Float, nullable=False),
+        Column("ttfb_ms", Float),
+        Column("response_id", String(128)),
+        Column("model_version", String(128)),
+        Column("error_class", String(64)),
+        Column("end_user", String(256)),
+        Column("retries", Integer, nullable=False, default=0),
         Index("ix_usage_events_tenant_created", "tenant_id", "created_at"),
         Index("ix_usage_events_created", "created_at"),
     )
@@ -215,25 +224,28 @@ class QuotaReservation(Base):
 
 class UsageRollup(Base):
     """Usage summed per hour, tenant, key and model — written in the same transaction as the
-    ledger rows it sums, from exactly the rows that insert added, so the two always agree."""
+    ledger rows it sums, from exactly the rows that insert added, so the two always agree.
+    The token columns are :data:`proxy.usage.REPORTED_KINDS`."""
 
-    __tablename__ = "usage_rollups"
+    bucket: Mapped[datetime]
+    tenant_id: Mapped[int]
+    key_id: Mapped[int]
+    model: Mapped[str]
+    requests: Mapped[int]
+    cost_usd: Mapped[Decimal]
 
-    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    key_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # 0: no key
-    model: Mapped[str] = mapped_column(String(128), primary_key=True)
-    requests: Mapped[int] = mapped_column(BigInteger, default=0)
-    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    thinking_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    tool_use_prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    audio_prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
-    unpriced: Mapped[int] = mapped_column(BigInteger, default=0)
-    estimated: Mapped[int] = mapped_column(BigInteger, default=0)
-    errors: Mapped[int] = mapped_column(BigInteger, default=0)
-
-    __table_args__ = (Index("ix_usage_rollups_tenant_bucket", "tenant_id", "bucket"),)
+    __table__ = Table(
+        "usage_rollups",
+        Base.metadata,
+        Column("bucket", DateTime(timezone=True), primary_key=True),
+        Column("tenant_id", BigInteger, primary_key=True),
+        Column("key_id", BigInteger, primary_key=True),  # 0: no key
+        Column("model", String(128), primary_key=True),
+        Column("requests", BigInteger, nullable=False, default=0),
+        *(Column(name, BigInteger, nullable=False, default=0) for name in REPORTED_KINDS),
+        Column("cost_usd", Money(), nullable=False, default=Decimal(0)),
+        Column("unpriced", BigInteger, nullable=False, default=0),
+        Column("estimated", BigInteger, nullable=False, default=0),
+        Column("errors", BigInteger, nullable=False, default=0),
+        Index("ix_usage_rollups_tenant_bucket", "tenant_id", "bucket"),
+    )

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from ..usage import TOKEN_KINDS, Usage
+
 __all__ = ["LedgerEvent", "new_event_id"]
 
 
@@ -25,17 +27,7 @@ class LedgerEvent:
     streamed: bool
     status: int
     latency_ms: float
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    thinking_tokens: int = 0
-    tool_use_prompt_tokens: int = 0
-    audio_prompt_tokens: int = 0
-    cached_audio_tokens: int = 0
-    output_image_tokens: int = 0
-    output_audio_tokens: int = 0
-    total_tokens: int = 0
-    estimated: bool = False
+    usage: Usage = field(default_factory=Usage)
     cost_usd: Decimal | None = None
     priced: bool = False
     price_list: str | None = None
@@ -50,9 +42,26 @@ class LedgerEvent:
     id: str = field(default_factory=new_event_id)
 
     def as_row(self) -> dict[str, Any]:
-        # Every field is a scalar: a shallow dict. dataclasses.asdict deep-copies each value
-        # (Decimal, datetime) and cost ~20 µs of CPU per event on the proxy's only core.
-        return {name: getattr(self, name) for name in _FIELDS}
+        """The usage_events row: scalar fields, then one column per token kind.
+
+        A shallow dict: dataclasses.asdict deep-copies each value (Decimal, datetime) and cost
+        ~20 µs of CPU per event on the proxy's only core."""
+        row = {name: getattr(self, name) for name in _SCALARS}
+        usage = self.usage
+        for name in _KINDS:
+            row[name] = getattr(usage, name)
+        row["total_tokens"] = usage.total_tokens
+        row["estimated"] = usage.estimated
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> LedgerEvent:
+        """The inverse of :meth:`as_row` (unknown keys ignored, as a newer spool may have)."""
+        usage = Usage(
+            **{k: row[k] for k in _KINDS if k in row}, estimated=bool(row.get("estimated"))
+        )
+        return cls(usage=usage, **{k: row[k] for k in _SCALARS if k in row})
 
 
-_FIELDS = tuple(f.name for f in fields(LedgerEvent))
+_KINDS = tuple(kind.name for kind in TOKEN_KINDS)
+_SCALARS = tuple(f.name for f in fields(LedgerEvent) if f.name != "usage")

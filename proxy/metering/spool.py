@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,8 +21,6 @@ import orjson
 from .ledger_event import LedgerEvent
 
 __all__ = ["Spool"]
-
-_FIELDS = {f.name for f in fields(LedgerEvent)}
 
 
 def _default(obj: Any) -> Any:
@@ -38,11 +35,10 @@ def _encode(event: LedgerEvent) -> bytes:
 
 def _decode(line: bytes) -> LedgerEvent:
     row = orjson.loads(line)
-    row = {k: v for k, v in row.items() if k in _FIELDS}
     row["created_at"] = datetime.fromisoformat(row["created_at"])
     if row.get("cost_usd") is not None:
         row["cost_usd"] = Decimal(row["cost_usd"])
-    return LedgerEvent(**row)
+    return LedgerEvent.from_row(row)
 
 
 def _alive(pid: int) -> bool:

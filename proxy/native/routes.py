@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator
-
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..errors import BadRequest, NotFound
-from ..formats import decimal_text
-from ..forwarding import (
-    COST_HEADER,
-    OVERHEAD_HEADER,
-    authenticate,
-    open_meter,
-    quota_headers,
-    read_whole,
-    send_metered,
-    stream_closer,
-)
+from ..errors import NotFound
+from ..estimate import estimate_text_tokens, request_text
 from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
-from ..metering.call import CallMeter
-from ..metering.estimate import estimate_text_tokens, request_text
-from ..metering.usage import Usage
-from ..sse import EventDecoder, JsonArrayDecoder, SSEDecoder, parse_event
-from ..streaming import WatchedStream
+from ..model_ids import ANY_MODEL, ModelId, model_id
+from ..pipeline import CallResult, MeteredCall, Observer, finish, meter_headers, stream
+from ..services import authenticate
+from ..sse import JsonArrayDecoder, SSEDecoder
 from ..upstream import UpstreamResponse
+from ..usage import Usage
 
-__all__ = ["check_model_id", "get_model", "list_models", "routes"]
+__all__ = ["get_model", "list_models", "routes"]
 
 METHODS = frozenset(
     {
@@ -41,25 +27,16 @@ METHODS = frozenset(
         "batchEmbedContents",
     }
 )
-# A model id is one path segment of safe characters: nothing that could climb or leave the
-# upstream path the proxy means to call (no '/', no '..' prefix, no scheme, no '%').
-_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-def parse_target(target: str) -> tuple[str, str]:
+def parse_target(target: str) -> tuple[ModelId, str]:
     """``gemini-2.5-flash:generateContent`` → (model, method), refusing anything else."""
     model, sep, method = target.rpartition(":")
     if not sep:
         raise NotFound(f"Unknown method path {target!r}: expected models/{{model}}:{{method}}.")
     if method not in METHODS:
         raise NotFound(f"Method {method!r} is not supported by the proxy.")
-    check_model_id(model)
-    return model, method
-
-
-def check_model_id(model: str) -> None:
-    if not _MODEL_ID.fullmatch(model):
-        raise BadRequest(f"Invalid model name {model[:80]!r}.")
+    return model_id(model), method
 
 
 def _version(request: Request) -> str:
@@ -72,24 +49,37 @@ def _params(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
 
 
+async def passthrough(call: MeteredCall, reply: UpstreamResponse) -> Response:
+    """Gemini's reply as Gemini sent it (success or failure), with the metering headers."""
+
+    def render(content: bytes, result: CallResult) -> Response:
+        headers = reply_headers(reply.headers) | meter_headers(call, result)
+        return Response(content, status_code=reply.status_code, headers=headers)
+
+    return await finish(
+        call,
+        reply,
+        succeeded=lambda content, _body, result: render(content, result),
+        failed=lambda _reply, content, result: render(content, result),
+    )
+
+
 async def call_model(request: Request) -> Response:
     version = _version(request)
     model, method = parse_target(request.path_params["target"])
-    svc, key = await authenticate(request)
+    svc, caller = await authenticate(request)
     body = await read_body(request, svc.settings.max_body_bytes)
     payload = parse_json_object(body)
     streamed = method == "streamGenerateContent"
-    meter = await open_meter(
-        svc, key, route="native", operation=method, model=model, request=payload,
+    call = await svc.pipeline.admit(
+        caller, route="native", operation=method, model=model, request=payload,
         streamed=streamed,
     )  # fmt: skip
     if method in ("embedContent", "batchEmbedContents"):
-        meter.estimate(Usage.estimate(estimate_text_tokens(request_text(payload))))
-    reply = await send_metered(
-        svc,
-        meter,
+        call.meter.estimate(Usage.estimate(estimate_text_tokens(request_text(payload))))
+    reply = await call.send(
         "POST",
-        f"/{version}/models/{model}:{method}",
+        f"/{version}/models/{model.segment}:{method}",
         params=_params(request),
         content=body,
         headers=forward_headers(request.headers),
@@ -97,68 +87,28 @@ async def call_model(request: Request) -> Response:
     )
     if streamed and reply.status_code == 200:
         sse = request.query_params.get("alt") == "sse"
-        return WatchedStream(  # type: ignore[return-value]
-            _forward(reply, meter, SSEDecoder() if sse else JsonArrayDecoder()),
-            headers=reply_headers(reply.headers) | quota_headers(meter),
-            on_close=stream_closer(reply, meter),
-        )
-    return await finish_plain(reply, meter)
-
-
-async def finish_plain(reply: UpstreamResponse, meter: CallMeter) -> Response:
-    """A whole (non-stream, or failed stream) reply: observe, price, pass through."""
-    content = await read_whole(reply)
-    status = reply.status_code
-    if status == 200:
-        obj = parse_event(content)
-        if obj is not None:
-            meter.observe(obj)
-    result = meter.close(status, error_class=None if status == 200 else f"upstream_{status}")
-    headers = reply_headers(reply.headers) | quota_headers(meter)
-    headers[OVERHEAD_HEADER] = f"{result.overhead_ms:.3f}"
-    if result.cost_usd is not None:
-        headers[COST_HEADER] = decimal_text(result.cost_usd)
-    return Response(content, status_code=status, headers=headers)
-
-
-async def _forward(
-    reply: UpstreamResponse, meter: CallMeter, decoder: EventDecoder
-) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in reply.aiter_bytes():
-            meter.first_byte()
-            for data in decoder.feed(chunk):
-                event = parse_event(data)
-                if event is not None:
-                    if "error" in event:
-                        meter.error_class = "upstream_stream_error"
-                    meter.observe(event)
-            yield chunk
-    except httpx.TransportError as exc:
-        # Nothing can be said to the client once the status went out; the row tells.
-        meter.error_class = f"upstream_{type(exc).__name__}"
+        decoder = SSEDecoder() if sse else JsonArrayDecoder()
+        return stream(call, reply, Observer(decoder), reply_headers(reply.headers))  # type: ignore[return-value]
+    return await passthrough(call, reply)
 
 
 async def list_models(request: Request) -> Response:
     version = _version(request)
-    svc, key = await authenticate(request)
-    meter = svc.metering.open(key, route="native", operation="listModels", model="*")
-    reply = await send_metered(svc, meter, "GET", f"/{version}/models", params=_params(request))
-    return await finish_plain(reply, meter)
+    svc, caller = await authenticate(request)
+    call = svc.pipeline.open(caller, route="native", operation="listModels", model=ANY_MODEL)
+    reply = await call.send("GET", f"/{version}/models", params=_params(request))
+    return await passthrough(call, reply)
 
 
 async def get_model(request: Request) -> Response:
     version = _version(request)
-    model = request.path_params["model"]
-    check_model_id(model)
-    svc, key = await authenticate(request)
-    meter = await open_meter(
-        svc, key, route="native", operation="getModel", model=model, request={}
+    model = model_id(request.path_params["model"])
+    svc, caller = await authenticate(request)
+    call = await svc.pipeline.admit(
+        caller, route="native", operation="getModel", model=model, request={}
     )
-    reply = await send_metered(
-        svc, meter, "GET", f"/{version}/models/{model}", params=_params(request)
-    )
-    return await finish_plain(reply, meter)
+    reply = await call.send("GET", f"/{version}/models/{model.segment}", params=_params(request))
+    return await passthrough(call, reply)
 
 
 def routes() -> list[BaseRoute]:

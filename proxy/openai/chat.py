@@ -15,7 +15,6 @@ from typing import Any, Final, cast
 import orjson
 
 from proxy.errors import BadRequest
-from proxy.metering.usage import Usage
 from proxy.openai.messages import messages_to_gemini
 from proxy.openai.params import check_parameters, generation_config, google_extension
 from proxy.openai.thinking import is_gemini3, thinking_config
@@ -29,6 +28,7 @@ from proxy.openai.validate import (
     req_object,
     req_str,
 )
+from proxy.usage import Usage, openai_usage_counts
 from proxy.wire.gemini import GenerateContentRequest, ThinkingConfig
 from proxy.wire.openai import (
     ChatCompletion,
@@ -200,21 +200,22 @@ def chat_usage(usage: Usage) -> dict[str, Any]:
 
 
 def completion_usage(usage: Usage) -> CompletionUsage:
-    """OpenAI's usage object. Tool-use prompt tokens count as prompt so the sum holds;
-    completion tokens are visible output plus thinking, as OpenAI counts reasoning."""
-    prompt = usage.prompt_tokens + usage.tool_use_prompt_tokens
-    completion = usage.output_tokens + usage.thinking_tokens
+    """OpenAI's usage object, each count summed from the token kinds that map to it
+    (proxy/usage.py): tool-use prompt tokens count as prompt so the sum holds; completion
+    tokens are visible output plus thinking, as OpenAI counts reasoning."""
+    c = openai_usage_counts(usage, "chat")
+    prompt, completion = c["prompt_tokens"], c["completion_tokens"]
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {
-            "cached_tokens": usage.cached_tokens,
-            "audio_tokens": usage.prompt_audio_tokens,
+            "cached_tokens": c["prompt_tokens_details.cached_tokens"],
+            "audio_tokens": c["prompt_tokens_details.audio_tokens"],
         },
         "completion_tokens_details": {
-            "reasoning_tokens": usage.thinking_tokens,
-            "audio_tokens": usage.output_audio_tokens,
+            "reasoning_tokens": c["completion_tokens_details.reasoning_tokens"],
+            "audio_tokens": c["completion_tokens_details.audio_tokens"],
         },
     }
 

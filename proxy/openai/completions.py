@@ -27,7 +27,6 @@ from typing import Any, Final, cast
 
 from proxy.errors import BadRequest
 from proxy.formats import decimal_json
-from proxy.metering.usage import Usage
 from proxy.openai.chat import completion_usage, finish_reason
 from proxy.openai.errors import check_stream_event
 from proxy.openai.params import generation_config
@@ -41,6 +40,7 @@ from proxy.openai.validate import (
     req_object,
     req_str,
 )
+from proxy.usage import Usage
 from proxy.wire.openai import FinishReason
 
 __all__ = [

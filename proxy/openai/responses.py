@@ -46,7 +46,6 @@ from typing import Any, Final, cast
 
 from proxy.errors import BadRequest
 from proxy.formats import decimal_json
-from proxy.metering.usage import Usage
 from proxy.openai.chat import finish_reason, function_call_fields, google_options
 from proxy.openai.media import file_data_part, file_url_part, image_url_part, media_part
 from proxy.openai.messages import (
@@ -69,6 +68,7 @@ from proxy.openai.validate import (
     req_object,
     req_str,
 )
+from proxy.usage import Usage, openai_usage_counts
 from proxy.wire.gemini import Content, FunctionCallingConfig, GenerateContentRequest, Part, Tool
 
 __all__ = [
@@ -585,16 +585,20 @@ def responses_request_to_gemini(body: Any, *, history: Conversation | None = Non
 
 
 def response_usage(usage: Usage, cost: Decimal | None = None) -> dict[str, Any]:
-    """The Responses ``usage`` object: tool-use prompt tokens count as input so the sum holds;
-    output tokens are visible output plus thinking, as OpenAI counts reasoning. ``cost`` (USD,
-    when priced) rides along as ``usage.cost``."""
-    input_tokens = usage.prompt_tokens + usage.tool_use_prompt_tokens
-    output_tokens = usage.output_tokens + usage.thinking_tokens
+    """The Responses ``usage`` object, each count summed from the token kinds that map to it
+    (proxy/usage.py): tool-use prompt tokens count as input so the sum holds; output tokens are
+    visible output plus thinking, as OpenAI counts reasoning. ``cost`` (USD, when priced) rides
+    along as ``usage.cost``."""
+    c = openai_usage_counts(usage, "responses")
+    input_tokens, output_tokens = c["input_tokens"], c["output_tokens"]
     out: dict[str, Any] = {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
+        "input_tokens_details": {
+            "cached_tokens": c["input_tokens_details.cached_tokens"],
+            "cache_write_tokens": 0,
+        },
         "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": usage.thinking_tokens},
+        "output_tokens_details": {"reasoning_tokens": c["output_tokens_details.reasoning_tokens"]},
         "total_tokens": input_tokens + output_tokens,
     }
     if cost is not None:

@@ -37,7 +37,6 @@ from typing import Any
 
 import orjson
 
-from proxy.metering.usage import Usage
 from proxy.openai.chat import function_call_fields
 from proxy.openai.errors import check_stream_event
 from proxy.openai.responses import (
@@ -53,6 +52,7 @@ from proxy.openai.responses import (
     url_citations,
     web_search_item,
 )
+from proxy.usage import Usage
 
 __all__ = ["ResponsesStreamTranslator", "encode_event"]
 

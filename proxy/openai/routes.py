@@ -1,39 +1,27 @@
-"""OpenAI-compatible routes: glue between the pure translators and the metered upstream call."""
+"""OpenAI-compatible routes: glue between the pure translators and the metered-call pipeline."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import ProxyError
-from ..formats import decimal_json, decimal_text
-from ..forwarding import (
-    COST_HEADER,
-    OVERHEAD_HEADER,
-    authenticate,
-    open_meter,
-    quota_headers,
-    read_whole,
-    send_metered,
-    stream_closer,
-)
+from ..estimate import estimate_text_tokens
+from ..formats import decimal_json
 from ..httputil import parse_json_object, read_body
-from ..metering.call import CallMeter, MeterResult
-from ..metering.estimate import estimate_text_tokens
-from ..metering.usage import Usage
-from ..native.routes import check_model_id
-from ..pricing.catalog import normalize_model
+from ..metering.meter import CallMeter
+from ..model_ids import ANY_MODEL, ModelId, model_id
+from ..pipeline import CallResult, fail, finish, meter_headers, stream
+from ..services import authenticate
 from ..sse import SSEDecoder, encode_sse, parse_event
-from ..streaming import WatchedStream
 from ..upstream import UpstreamResponse
+from ..usage import Usage
 from .chat import chat_request_to_gemini, gemini_reply_to_chat, new_completion_id
 from .embeddings import embeddings_request_to_gemini, gemini_embeddings_to_openai
 from .errors import UpstreamStreamError, openai_error_from_upstream, upstream_retry_after
@@ -45,7 +33,12 @@ from .tokens import load as load_encoding
 __all__ = ["get_model", "list_models", "routes"]
 
 _JSON = {"content-type": "application/json"}
+_SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
 _DONE = b"data: [DONE]\n\n"
+_INTERRUPTED = {
+    "error": {"message": "The upstream stream was interrupted.", "type": "api_error",
+              "param": None, "code": "upstream_stream_interrupted"}
+}  # fmt: skip
 # Gemini's list is paged; OpenAI's is not. Follow pages up to a bound.
 _MAX_MODEL_PAGES = 20
 
@@ -54,171 +47,156 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(orjson.dumps(body), status_code=status, headers={**_JSON, **(headers or {})})
 
 
-def _model_id(model: str) -> str:
-    # Check the id as given (less an optional "models/"), before any normalising could hide
-    # a path trick such as "../../x".
-    model = model.strip().removeprefix("models/")
-    check_model_id(model)
-    return normalize_model(model)
+def _model_id(model: str) -> ModelId:
+    # Checked as given (less an optional "models/"), before any normalising could hide a path
+    # trick such as "../../x".
+    return model_id(model, prefixed=True)
 
 
-def _upstream_error(reply: UpstreamResponse, content: bytes) -> Response:
+def upstream_error(
+    reply: UpstreamResponse, content: bytes, _: CallResult | None = None
+) -> Response:
+    """A Gemini failure in OpenAI's error envelope (every OpenAI route renders failures so)."""
     status, body = openai_error_from_upstream(reply.status_code, content)
     retry = upstream_retry_after(content)
     return _json(body, status, {"retry-after": str(retry)} if retry is not None else None)
 
 
-def _reply_headers(meter: CallMeter, result: MeterResult) -> dict[str, str]:
-    headers = quota_headers(meter)
-    headers[OVERHEAD_HEADER] = f"{result.overhead_ms:.3f}"
-    if result.cost_usd is not None:
-        headers[COST_HEADER] = decimal_text(result.cost_usd)
-    return headers
-
-
-def _add_cost(body: dict[str, Any], result: MeterResult) -> None:
+def _add_cost(body: dict[str, Any], result: CallResult) -> None:
     # Some gateways report cost in usage; the exact decimal is in the header.
     if result.cost_usd is not None and isinstance(body.get("usage"), dict):
         body["usage"]["cost"] = decimal_json(result.cost_usd)
 
 
+class ChatStream:
+    """Gemini's SSE events in, OpenAI's chat chunks out, usage observed on the way."""
+
+    __slots__ = ("_decoder", "_translator", "done")
+
+    def __init__(self, translator: ChatStreamTranslator) -> None:
+        self._decoder = SSEDecoder()
+        self._translator = translator
+        self.done = False
+
+    def feed(self, chunk: bytes, meter: CallMeter) -> bytes | None:
+        out: list[bytes] = []
+        for data in self._decoder.feed(chunk):
+            event = parse_event(data)
+            if event is None:
+                continue
+            meter.observe(event)
+            try:
+                out.extend(encode_sse(c) for c in self._translator.feed(event))
+            except UpstreamStreamError as exc:
+                # An error after the 200 went out: tell the client in-band and stop.
+                meter.error_class = "upstream_stream_error"
+                out.append(encode_sse(exc.body))
+                self.done = True
+                break
+        return b"".join(out) if out else None
+
+    def interrupted(self) -> bytes:
+        return encode_sse(_INTERRUPTED)
+
+    def finish(self) -> bytes:
+        return b"".join(encode_sse(c) for c in self._translator.finish()) + _DONE
+
+
 async def chat_completions(request: Request) -> Response:
-    svc, key = await authenticate(request)
+    svc, caller = await authenticate(request)
     payload = parse_json_object(await read_body(request, svc.settings.max_body_bytes))
-    call = chat_request_to_gemini(payload)
-    model = _model_id(call.model)
-    method = "streamGenerateContent" if call.stream else "generateContent"
-    meter = await open_meter(
-        svc, key, route="openai", operation=method, model=model, request=call.request,
-        streamed=call.stream, end_user=call.user,
+    chat = chat_request_to_gemini(payload)
+    model = _model_id(chat.model)
+    method = "streamGenerateContent" if chat.stream else "generateContent"
+    call = await svc.pipeline.admit(
+        caller, route="openai", operation=method, model=model, request=chat.request,
+        streamed=chat.stream, end_user=chat.user,
     )  # fmt: skip
-    reply = await send_metered(
-        svc, meter, "POST", f"/v1beta/models/{model}:{method}",
-        params=[("alt", "sse")] if call.stream else [], content=orjson.dumps(call.request),
-        headers=_JSON, stream=call.stream,
+    reply = await call.send(
+        "POST", f"/v1beta/models/{model.name}:{method}",
+        params=[("alt", "sse")] if chat.stream else [], content=orjson.dumps(chat.request),
+        headers=_JSON, stream=chat.stream,
     )  # fmt: skip
     created = int(time.time())
     completion_id = new_completion_id()
-    if reply.status_code != 200:
-        content = await read_whole(reply)
-        meter.close(reply.status_code, error_class=f"upstream_{reply.status_code}")
-        return _upstream_error(reply, content)
-    if call.stream:
+    if chat.stream and reply.status_code == 200:
         translator = ChatStreamTranslator(
-            model=model, completion_id=completion_id, created=created,
-            include_usage=call.include_usage,
+            model=model.name, completion_id=completion_id, created=created,
+            include_usage=chat.include_usage,
         )  # fmt: skip
-        return WatchedStream(  # type: ignore[return-value]
-            _translate_stream(reply, meter, translator),
-            headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
-            | quota_headers(meter),
-            on_close=stream_closer(reply, meter),
+        return stream(call, reply, ChatStream(translator), _SSE)  # type: ignore[return-value]
+
+    def succeeded(_: bytes, reply_body: dict[str, Any] | None, result: CallResult) -> Response:
+        body = gemini_reply_to_chat(
+            reply_body or {}, model=model.name, completion_id=completion_id, created=created
         )
-    obj = parse_event(reply.content) or {}
-    meter.observe(obj)
-    result = meter.close(200)
-    body = gemini_reply_to_chat(obj, model=model, completion_id=completion_id, created=created)
-    _add_cost(body, result)
-    return _json(body, headers=_reply_headers(meter, result))
+        _add_cost(body, result)
+        return _json(body, headers=meter_headers(call, result))
 
-
-async def _translate_stream(
-    reply: UpstreamResponse, meter: CallMeter, translator: ChatStreamTranslator
-) -> AsyncIterator[bytes]:
-    decoder = SSEDecoder()
-    try:
-        async for chunk in reply.aiter_bytes():
-            meter.first_byte()
-            out: list[bytes] = []
-            for data in decoder.feed(chunk):
-                event = parse_event(data)
-                if event is None:
-                    continue
-                meter.observe(event)
-                try:
-                    out.extend(encode_sse(c) for c in translator.feed(event))
-                except UpstreamStreamError as exc:
-                    # An error after the 200 went out: tell the client in-band and stop.
-                    meter.error_class = "upstream_stream_error"
-                    out.append(encode_sse(exc.body))
-                    yield b"".join(out)
-                    return
-            if out:
-                yield b"".join(out)
-    except httpx.TransportError as exc:
-        meter.error_class = f"upstream_{type(exc).__name__}"
-        yield encode_sse(
-            {"error": {"message": "The upstream stream was interrupted.", "type": "api_error",
-                       "param": None, "code": "upstream_stream_interrupted"}}
-        )  # fmt: skip
-        return
-    yield b"".join(encode_sse(c) for c in translator.finish()) + _DONE
+    return await finish(call, reply, succeeded, upstream_error)
 
 
 async def embeddings(request: Request) -> Response:
-    svc, key = await authenticate(request)
+    svc, caller = await authenticate(request)
     payload = parse_json_object(await read_body(request, svc.settings.max_body_bytes))
     if (encoding := encoding_needed(payload.get("input"), "input")) is not None:
         await asyncio.to_thread(load_encoding, encoding)  # token ids: parse the table off-loop
-    call = embeddings_request_to_gemini(payload)
-    model = _model_id(call.model)
-    meter = await open_meter(
-        svc, key, route="openai", operation="batchEmbedContents", model=model,
-        request=call.request, end_user=call.user,
+    emb = embeddings_request_to_gemini(payload)
+    model = _model_id(emb.model)
+    call = await svc.pipeline.admit(
+        caller, route="openai", operation="batchEmbedContents", model=model,
+        request=emb.request, end_user=emb.user,
     )  # fmt: skip
-    tokens = estimate_text_tokens(call.inputs)
-    meter.estimate(Usage.estimate(tokens))
+    tokens = estimate_text_tokens(emb.inputs)
+    call.meter.estimate(Usage.estimate(tokens))
     # Gemini takes at most 100 texts a batch; more become several upstream calls, one row.
     vectors: list[Any] = []
-    for batch in call.batches(model=model):
-        reply = await send_metered(
-            svc, meter, "POST", f"/v1beta/models/{model}:batchEmbedContents",
+    for batch in emb.batches(model=model.name):
+        reply = await call.send(
+            "POST", f"/v1beta/models/{model.name}:batchEmbedContents",
             content=orjson.dumps(batch), headers=_JSON,
         )  # fmt: skip
         if reply.status_code != 200:
-            meter.close(reply.status_code, error_class=f"upstream_{reply.status_code}")
-            return _upstream_error(reply, reply.content)
+            return await fail(call, reply, upstream_error)
         vectors.extend((parse_event(reply.content) or {}).get("embeddings") or [])
     try:
-        body = gemini_embeddings_to_openai({"embeddings": vectors}, call, prompt_tokens=tokens)
+        body = gemini_embeddings_to_openai({"embeddings": vectors}, emb, prompt_tokens=tokens)
     except ProxyError as exc:  # a malformed upstream reply: metered as what the client got
-        meter.close(exc.status_code, error_class="upstream_malformed_reply")
+        call.close(exc.status_code, error_class="upstream_malformed_reply")
         raise
-    result = meter.close(200)
-    return _json(body, headers=_reply_headers(meter, result))
+    result = call.close(200)
+    return _json(body, headers=meter_headers(call, result))
 
 
 async def list_models(request: Request) -> Response:
-    svc, key = await authenticate(request)
-    meter = svc.metering.open(key, route="openai", operation="listModels", model="*")
+    svc, caller = await authenticate(request)
+    call = svc.pipeline.open(caller, route="openai", operation="listModels", model=ANY_MODEL)
     models: list[Any] = []
     params = [("pageSize", "1000")]
     for _ in range(_MAX_MODEL_PAGES):
-        reply = await send_metered(svc, meter, "GET", "/v1beta/models", params=params)
+        reply = await call.send("GET", "/v1beta/models", params=params)
         if reply.status_code != 200:
-            meter.close(reply.status_code, error_class=f"upstream_{reply.status_code}")
-            return _upstream_error(reply, reply.content)
+            return await fail(call, reply, upstream_error)
         page = parse_event(reply.content) or {}
         models.extend(page.get("models") or [])
         token = page.get("nextPageToken")
         if not isinstance(token, str) or not token:
             break
         params = [("pageSize", "1000"), ("pageToken", token)]
-    meter.close(200)
+    call.close(200)
     return _json(gemini_models_to_openai({"models": models}))
 
 
 async def get_model(request: Request) -> Response:
-    svc, key = await authenticate(request)
+    svc, caller = await authenticate(request)
     model = _model_id(request.path_params["model"])
-    meter = await open_meter(
-        svc, key, route="openai", operation="getModel", model=model, request={}
+    call = await svc.pipeline.admit(
+        caller, route="openai", operation="getModel", model=model, request={}
     )
-    reply = await send_metered(svc, meter, "GET", f"/v1beta/models/{model}")
+    reply = await call.send("GET", f"/v1beta/models/{model.name}")
     if reply.status_code != 200:
-        meter.close(reply.status_code, error_class=f"upstream_{reply.status_code}")
-        return _upstream_error(reply, reply.content)
-    meter.close(200)
+        return await fail(call, reply, upstream_error)
+    call.close(200)
     return _json(gemini_model_to_openai(parse_event(reply.content) or {}))
 
 

@@ -25,10 +25,10 @@ from decimal import Decimal
 from typing import Any, cast
 
 from proxy.formats import decimal_json
-from proxy.metering.usage import Usage
 from proxy.openai.chat import completion_usage, finish_reason, split_parts
 from proxy.openai.errors import check_stream_event
 from proxy.openai.tool_ids import new_tool_call_id
+from proxy.usage import Usage
 from proxy.wire.openai import (
     ChatCompletionChunk,
     ChoiceDelta,

@@ -2,6 +2,7 @@
 
 from .catalog import Catalog, ModelPrice, PriceListInfo, Rate, normalize_model
 from .cost import (
+    FREE_OPERATIONS,
     Cost,
     CostLine,
     MissingRate,
@@ -10,9 +11,11 @@ from .cost import (
     UnmeterableUsage,
     compute_cost,
     price_call,
+    price_operation,
 )
 
 __all__ = [
+    "FREE_OPERATIONS",
     "Catalog",
     "Cost",
     "CostLine",
@@ -26,4 +29,5 @@ __all__ = [
     "compute_cost",
     "normalize_model",
     "price_call",
+    "price_operation",
 ]

@@ -1,9 +1,11 @@
 """The price catalog: price lists loaded from package data, the operator's overrides, model ids.
 
 One YAML file per price list (``data/gemini-api.yaml``, ``data/vertex-ai.yaml``), transcribed
-from the seed pages with a source on every rate. A model may have several prices over time:
-:meth:`Catalog.resolve` picks the one in force at the call's time, so a newer price added in the
-override file never rewrites the cost of calls already made. See docs/pricing.md.
+from the seed pages with a source on every rate and on every entry's release (GA or preview).
+:meth:`Catalog.resolution` finds the entry an id names (:mod:`proxy.pricing.resolution`) on the
+default list, then the fallback. A model may have several prices over time: the one in force at
+the call's time applies, so a newer price added in the override file never rewrites the cost of
+calls already made. See docs/pricing.md.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from pathlib import Path
 
 from .loader import apply_overrides, read_price_lists
 from .prices import Discount, ModelPrice, PriceList, PriceListInfo, Rate, normalize_model
+from .resolution import Resolution, resolve
 
-__all__ = ["Catalog", "ModelPrice", "PriceListInfo", "Rate", "normalize_model"]
+__all__ = ["Catalog", "ModelPrice", "PriceListInfo", "Rate", "Resolution", "normalize_model"]
+
+# Resolutions kept per catalog: the ids apps send are few, and each call asks again.
+_CACHE_SIZE = 4096
 
 
 def _utc_day(at: datetime | None) -> date:
@@ -46,6 +52,7 @@ class Catalog:
         self.default_list = default_list
         # Where a call the default list cannot price is priced instead (None: nowhere).
         self.fallback_list = fallback_list if fallback_list != default_list else None
+        self._resolved: dict[tuple[str, str | None, date], Resolution] = {}
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -100,22 +107,46 @@ class Catalog:
     def resolve(
         self, model: str, *, at: datetime | None = None, price_list: str | None = None
     ) -> ModelPrice | None:
-        """The price of ``model`` in force at ``at`` (default: now); None if it has none."""
-        lst = self._list(price_list)
-        model_id = lst.lookup(model)
-        if model_id is None:
-            return None
+        """The price of ``model`` in force at ``at`` (default: now); None if it has none.
+
+        With no ``price_list``, by the catalog's rule over the default and fallback lists.
+        """
+        return self.resolution(model, at=at, price_list=price_list).price
+
+    def resolution(
+        self, model: str, *, at: datetime | None = None, price_list: str | None = None
+    ) -> Resolution:
+        """Which entry prices a call to ``model`` at ``at``, and why (docs/pricing.md, section 2).
+
+        ``price_list`` None: the default list, then the fallback; a named list: that list only.
+        """
         day = _utc_day(at)
-        in_force = [
-            p for p in lst.prices[model_id] if p.effective_from is None or p.effective_from <= day
-        ]
-        if not in_force:
-            return None
-        price = in_force[-1]
-        discount = self._discount(lst.info.name, model_id, day)
-        if discount is None:
-            return price
-        return replace(price, discount=discount.fraction, discount_source=discount.source)
+        key = (model, price_list, day)
+        cached = self._resolved.get(key)
+        if cached is not None:
+            return cached
+        lists = [self._list(price_list)]
+        if price_list is None and self.fallback_list is not None:
+            lists.append(self._lists[self.fallback_list])
+        res = resolve(lists, model, day)
+        if res.price is not None and res.hit is not None:
+            discount = self._discount(res.hit.price_list, res.hit.model_id, day)
+            if discount is not None:
+                price = replace(
+                    res.price, discount=discount.fraction, discount_source=discount.source
+                )
+                res = replace(res, price=price)
+        if len(self._resolved) >= _CACHE_SIZE:
+            self._resolved.clear()
+        self._resolved[key] = res
+        return res
+
+    def names(self) -> list[str]:
+        """Every name an entry answers for: ids, aliases and the bare ids previews are of."""
+        found: set[str] = set()
+        for lst in self._lists.values():
+            found.update(lst.names, lst.previews)
+        return sorted(found)
 
     def entries(self, price_list: str | None = None) -> list[ModelPrice]:
         """Every price of every model of a list, past and future ones included, by id and date."""
@@ -141,7 +172,7 @@ class Catalog:
             d
             for d in self._discounts
             if d.price_list in (None, price_list)
-            and d.model in ("*", model_id)
+            and (d.models is None or f"{price_list}/{model_id}" in d.models)
             and (d.effective_from is None or d.effective_from <= day)
         ]
         if not matching:
@@ -149,5 +180,9 @@ class Catalog:
         # The most specific discount wins (a model over "*", a list over all), then the newest.
         return max(
             matching,
-            key=lambda d: (d.model != "*", d.price_list is not None, d.effective_from or date.min),
+            key=lambda d: (
+                d.models is not None,
+                d.price_list is not None,
+                d.effective_from or date.min,
+            ),
         )

@@ -9,16 +9,18 @@ docs/pricing.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
-from ..metering.usage import Usage
-from .catalog import Catalog
+from ..usage import Usage
+from .catalog import Catalog, Resolution
 from .prices import ALL_MODALITIES, ModelPrice, Rate
+from .resolution import FALLBACK_LIST
 from .schema import TOKEN_UNITS
 
 __all__ = [
+    "FREE_OPERATIONS",
     "USD_PLACES",
     "Cost",
     "CostLine",
@@ -28,9 +30,13 @@ __all__ = [
     "UnmeterableUsage",
     "compute_cost",
     "price_call",
+    "price_operation",
 ]
 
 USD_PLACES = 10  # the ledger's NUMERIC(20, 10)
+# Operations Google does not bill: their rows cost exactly zero rather than unpriced, and no
+# budget, token or rate limit applies to them.
+FREE_OPERATIONS = frozenset({"countTokens", "listModels", "getModel"})
 _QUANTUM = Decimal(1).scaleb(-USD_PLACES)
 _MILLION = Decimal(1_000_000)
 _THOUSAND = Decimal(1000)
@@ -90,6 +96,10 @@ class PricedCall:
     detail: Cost | None
     model: str | None = None  # catalog entry id, when the model is known
     reason: str | None = None  # why it is $0 (not billed) or unpriced
+    # Why an operator should review this price (resolution.PREVIEW_PRICE_FOR_GA_ID,
+    # resolution.FALLBACK_LIST): the meter counts and logs them.
+    warnings: tuple[str, ...] = ()
+    resolution: Resolution | None = None  # how the id was resolved (None: not billed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +121,7 @@ def _split(u: Usage) -> _Counts:
     # cached is part of prompt, audio part of prompt, cached audio part of both; images and audio
     # part of the candidates. Clamp so inconsistent counts can never bill a negative amount.
     prompt = u.prompt_tokens
-    audio = min(u.prompt_audio_tokens, prompt)
+    audio = min(u.audio_prompt_tokens, prompt)
     cached = min(u.cached_tokens, prompt)
     cached_audio = min(u.cached_audio_tokens, cached, audio)
     cached_other = min(cached - cached_audio, prompt - audio)
@@ -284,40 +294,51 @@ def price_call(
 ) -> PricedCall:
     """Price one finished call: $0 unless HTTP 200, unpriced (None) when it cannot be priced.
 
-    With no explicit ``price_list``, a call the default list cannot price (unknown model, or a
-    rate that list lacks) is priced on the catalog's fallback list, if one is set; the result
-    names the list that priced it.
+    With no explicit ``price_list`` the id resolves over the default list, then the fallback
+    (:meth:`Catalog.resolution`). A call the default list's entry cannot price (a rate it lacks)
+    is priced by the fallback list's entry for the same id, if one is set; the result names the
+    list that priced it and carries the resolution's warnings.
     """
-    result = _price_on(
-        catalog, model, usage, status=status, at=at, batch=batch, price_list=price_list
-    )
+    if status != 200:
+        reason = f"HTTP {status}: only HTTP 200 replies are billed"
+        list_name = catalog.info(price_list).name
+        return PricedCall(Decimal(0), True, list_name, None, None, reason=reason)
+    res = catalog.resolution(model, at=at, price_list=price_list)
+    result = _price(res, usage, batch)
     fallback = catalog.fallback_list
     if result.priced or price_list is not None or fallback is None:
         return result
-    alt = _price_on(catalog, model, usage, status=status, at=at, batch=batch, price_list=fallback)
-    return alt if alt.priced else result
+    if res.price_list != catalog.default_list:
+        return result
+    alt = _price(catalog.resolution(model, at=at, price_list=fallback), usage, batch)
+    if not alt.priced:
+        return result
+    warnings = alt.warnings if FALLBACK_LIST in alt.warnings else (*alt.warnings, FALLBACK_LIST)
+    return replace(alt, warnings=warnings, reason=f"priced on {fallback}: {result.reason}")
 
 
-def _price_on(
-    catalog: Catalog,
-    model: str,
-    usage: Usage,
-    *,
-    status: int,
-    at: datetime | None,
-    batch: bool,
-    price_list: str | None,
+def price_operation(
+    catalog: Catalog, operation: str, model: str, usage: Usage, *, status: int
 ) -> PricedCall:
-    list_name = catalog.info(price_list).name
-    if status != 200:
-        reason = f"HTTP {status}: only HTTP 200 replies are billed"
-        return PricedCall(Decimal(0), True, list_name, None, None, reason=reason)
-    price = catalog.resolve(model, at=at, price_list=list_name)
+    """Price a finished call of ``operation`` now: free operations cost exactly $0."""
+    if operation in FREE_OPERATIONS:
+        return PricedCall(Decimal(0), True, None, None, None, reason=f"{operation} is not billed")
+    return price_call(catalog, model, usage, status=status, at=None)
+
+
+def _price(res: Resolution, usage: Usage, batch: bool) -> PricedCall:
+    price = res.price
     if price is None:
-        reason = f"unknown model {model!r} in price list {list_name!r}"
-        return PricedCall(None, False, list_name, None, None, reason=reason)
+        reason = f"unknown model {res.requested!r} in price list {' or '.join(res.lists)}"
+        return PricedCall(None, False, res.lists[0], None, None, reason=reason, resolution=res)
     try:
         cost = compute_cost(usage, price, batch=batch)
     except PricingError as exc:
-        return PricedCall(None, False, list_name, price.price_version, None, price.id, str(exc))
-    return PricedCall(cost.usd, True, list_name, cost.price_version, cost, price.id)
+        return PricedCall(
+            None, False, price.price_list, price.price_version, None, price.id, str(exc),
+            resolution=res,
+        )  # fmt: skip
+    return PricedCall(
+        cost.usd, True, price.price_list, cost.price_version, cost, price.id,
+        warnings=res.warnings, resolution=res,
+    )  # fmt: skip

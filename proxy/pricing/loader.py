@@ -16,7 +16,17 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .prices import Discount, ModelPrice, PriceList, PriceListInfo, Rate, normalize_model
+from .prices import (
+    GA,
+    PREVIEW,
+    Discount,
+    ModelPrice,
+    PriceList,
+    PriceListInfo,
+    Rate,
+    normalize_model,
+)
+from .resolution import find_in_list
 from .schema import (
     ENGINE_KINDS,
     KINDS,
@@ -25,6 +35,7 @@ from .schema import (
     ModelFile,
     OverrideFile,
     PriceListFile,
+    ReleaseFile,
 )
 
 __all__ = ["apply_overrides", "read_price_lists"]
@@ -81,7 +92,25 @@ def _rate(kind: str, raw: Any, model: ModelFile, origin: str) -> Rate:
     )
 
 
-def _model_price(m: ModelFile, info: PriceListInfo, version: str, origin: str) -> ModelPrice:
+def _release(m: ModelFile, lst: PriceList, origin: str) -> ReleaseFile:
+    release = m.release
+    if release is None:  # an override that does not say: the id keeps its release, else GA
+        history = lst.prices.get(normalize_model(m.id))
+        if history:
+            p = history[0]
+            source = p.stage_source or p.section
+            return ReleaseFile(stage=p.stage, preview_of=p.preview_of, source=source)
+        return ReleaseFile(stage=GA, source="override file")
+    if release.stage == PREVIEW and not release.preview_of:
+        raise ValueError(f"{origin}: model {m.id!r}: a preview names the ids it previews")
+    if release.stage == GA and release.preview_of:
+        raise ValueError(f"{origin}: model {m.id!r}: only a preview has 'preview_of'")
+    return release
+
+
+def _model_price(m: ModelFile, lst: PriceList, version: str, origin: str) -> ModelPrice:
+    info = lst.info
+    release = _release(m, lst, origin)
     if m.batch_discount is not None and m.batch_discount.fraction >= 1:
         raise ValueError(f"{origin}: model {m.id!r}: batch discount must be below 1")
     if m.characters is not None and m.characters.per_token == 0:
@@ -110,6 +139,9 @@ def _model_price(m: ModelFile, info: PriceListInfo, version: str, origin: str) -
         limits_source=limits.source if limits else None,
         approximation=m.approximation,
         notes=m.notes,
+        stage=release.stage,
+        preview_of=tuple(normalize_model(n) for n in release.preview_of),
+        stage_source=release.source,
     )
 
 
@@ -130,11 +162,29 @@ def _add(lst: PriceList, price: ModelPrice, origin: str, *, replace_same_date: b
                 f"{origin}: {name!r} names both {owner!r} and {price.id!r} "
                 f"in price list {lst.info.name!r}"
             )
-    # Aliases belong to the model, not to one of its prices: every price lists them all.
+    # Aliases and the release belong to the model, not to one of its prices: every price of the
+    # id carries them (the newest entry's release wins).
     aliases = tuple(
         sorted(n for n, owner in lst.names.items() if owner == price.id and n != price.id)
     )
-    history[:] = [replace(p, aliases=aliases) for p in history]
+    owned = {price.id, *aliases}
+    if owned & set(price.preview_of):
+        raise ValueError(f"{origin}: model {price.id!r} cannot be a preview of its own id")
+    for previews in lst.previews.values():
+        if price.id in previews:
+            previews.remove(price.id)
+    for bare in price.preview_of:
+        lst.previews.setdefault(bare, []).append(price.id)
+    history[:] = [
+        replace(
+            p,
+            aliases=aliases,
+            stage=price.stage,
+            preview_of=price.preview_of,
+            stage_source=price.stage_source,
+        )
+        for p in history
+    ]
 
 
 def _validated(cls: type[Any], doc: Any, origin: str) -> Any:
@@ -159,7 +209,7 @@ def read_price_lists(documents: Iterable[tuple[str, str]]) -> dict[str, PriceLis
         for m in doc.models:
             dated = m.effective_from.isoformat() if m.effective_from else None
             version = m.version or dated or doc.version
-            _add(lst, _model_price(m, info, version, origin), origin, replace_same_date=False)
+            _add(lst, _model_price(m, lst, version, origin), origin, replace_same_date=False)
     return lists
 
 
@@ -174,7 +224,7 @@ def apply_overrides(lists: dict[str, PriceList], origin: str, text: str) -> list
             )
         version = m.version or (f"override-{m.effective_from}" if m.effective_from else "override")
         # Same id and date as an existing price: the operator corrects it; otherwise it is added.
-        _add(lst, _model_price(m, lst.info, version, origin), origin, replace_same_date=True)
+        _add(lst, _model_price(m, lst, version, origin), origin, replace_same_date=True)
     return [_make_discount(d, lists, origin) for d in doc.discounts]
 
 
@@ -183,11 +233,13 @@ def _make_discount(d: DiscountFile, lists: Mapping[str, PriceList], origin: str)
         raise ValueError(f"{origin}: discount {d.discount} must be below 1 (it is a fraction)")
     if d.price_list is not None and d.price_list not in lists:
         raise ValueError(f"{origin}: discount for unknown price list {d.price_list!r}")
-    model = d.model
-    if model != "*":
+    models: frozenset[str] | None = None  # None: every model
+    if d.model != "*":
         scope = [lists[d.price_list]] if d.price_list else list(lists.values())
-        ids = {lst.lookup(model) for lst in scope} - {None}
-        if len(ids) != 1:
-            raise ValueError(f"{origin}: discount names unknown or ambiguous model {model!r}")
-        model = ids.pop() or model
-    return Discount(d.discount, d.price_list, model, d.effective_from, d.source)
+        # The entry the name resolves to in each list (they may differ: a preview on one list,
+        # the GA model on another).
+        found = (find_in_list(lst, d.model, day=None) for lst in scope)
+        models = frozenset(f"{hit.price_list}/{hit.model_id}" for hit in found if hit is not None)
+        if not models:
+            raise ValueError(f"{origin}: discount names unknown model {d.model!r}")
+    return Discount(d.discount, d.price_list, models, d.effective_from, d.source)

@@ -14,12 +14,15 @@ from decimal import Decimal
 
 __all__ = [
     "ALL_MODALITIES",
+    "GA",
+    "PREVIEW",
     "Discount",
     "ModelPrice",
     "PriceList",
     "PriceListInfo",
     "Rate",
     "normalize_model",
+    "strip_version",
 ]
 
 ALL_MODALITIES: frozenset[str] = frozenset({"text", "image", "video", "audio"})
@@ -29,6 +32,10 @@ ALL_MODALITIES: frozenset[str] = frozenset({"text", "image", "video", "audio"})
 # experimental models are different (often free-tier) models, so they stay unknown and visible.
 _VERSION_SUFFIX = re.compile(r"(?:-latest|-\d{3}|-preview(?:-\d{2}-\d{2}|-\d{2}-\d{4})?|@[\w.-]+)$")
 
+# Release stages: a seed labels a model "preview" (Bản xem trước, aperçu) or prices it unlabelled.
+GA = "ga"
+PREVIEW = "preview"
+
 
 def normalize_model(model: str) -> str:
     """``" models/Gemini-2.5-Flash "`` -> ``"gemini-2.5-flash"``: no path, no blanks, lower case.
@@ -37,6 +44,14 @@ def normalize_model(model: str) -> str:
     ``projects/p/locations/l/publishers/google/models/x`` all become ``x``.
     """
     return model.strip().rsplit("/", 1)[-1].strip().lower()
+
+
+def strip_version(name: str) -> tuple[str, str] | None:
+    """``"gemini-2.5-flash-001"`` -> ``("gemini-2.5-flash", "-001")``; None if no suffix ends it."""
+    m = _VERSION_SUFFIX.search(name)
+    if m is None or m.start() == 0:
+        return None
+    return name[: m.start()], m.group(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +95,18 @@ class ModelPrice:
     limits_source: str | None = None
     approximation: str | None = None
     notes: tuple[str, ...] = ()
+    # The release its seed prices: GA, or a preview of the models in ``preview_of`` (bare ids
+    # this entry does not own). Like aliases, it belongs to the model id, not to one price.
+    stage: str = GA
+    preview_of: tuple[str, ...] = ()
+    stage_source: str | None = None
     # Filled in by Catalog.resolve from the override file's discounts.
     discount: Decimal = Decimal(0)
     discount_source: str | None = None
+
+    @property
+    def is_preview(self) -> bool:
+        return self.stage == PREVIEW
 
     @property
     def price_version(self) -> str:
@@ -103,7 +127,7 @@ class PriceListInfo:
 class Discount:
     fraction: Decimal
     price_list: str | None
-    model: str  # a catalog id, or "*"
+    models: frozenset[str] | None  # "<list>/<id>" of the entries it covers; None: every model
     effective_from: date | None
     source: str
 
@@ -113,13 +137,15 @@ class PriceList:
     info: PriceListInfo
     prices: dict[str, list[ModelPrice]] = field(default_factory=dict)  # id -> by effective_from
     names: dict[str, str] = field(default_factory=dict)  # id or alias -> id
+    previews: dict[str, list[str]] = field(default_factory=dict)  # bare id -> preview entry ids
 
-    def lookup(self, model: str) -> str | None:
-        name = normalize_model(model)
-        while True:
-            if name in self.names:
-                return self.names[name]
-            shorter = _VERSION_SUFFIX.sub("", name)
-            if shorter == name or not shorter:
-                return None
-            name = shorter
+    def stage(self, model_id: str) -> str:
+        return self.prices[model_id][0].stage
+
+    def in_force(self, model_id: str, day: date | None) -> ModelPrice | None:
+        """The id's price in force on ``day`` (None: any day, the newest)."""
+        history = self.prices[model_id]
+        if day is None:
+            return history[-1]
+        in_force = [p for p in history if p.effective_from is None or p.effective_from <= day]
+        return in_force[-1] if in_force else None

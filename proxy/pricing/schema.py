@@ -25,6 +25,7 @@ __all__ = [
     "OverrideModelFile",
     "PriceListFile",
     "RateFile",
+    "ReleaseFile",
     "Unit",
 ]
 
@@ -144,10 +145,23 @@ class LimitsFile(_Strict):
     source: Source
 
 
+class ReleaseFile(_Strict):
+    """What the seed prices: a GA model, or a preview of the bare ids in ``preview_of``.
+
+    A preview entry owns its own id and aliases (the preview ids the seed gives), never the bare
+    id of the model it previews: that one resolves to a GA price (docs/pricing.md, section 2).
+    """
+
+    stage: Literal["ga", "preview"]
+    preview_of: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    source: Source
+
+
 class ModelFile(_Strict):
     id: Annotated[str, Field(min_length=1)]
     name: str
     section: Source
+    release: ReleaseFile
     aliases: tuple[str, ...] = ()
     billing: Literal["tokens", "characters", "media"] = "tokens"
     input_modalities: tuple[Modality, ...] = ("text", "image", "video", "audio")
@@ -177,6 +191,8 @@ class OverrideModelFile(ModelFile):
 
     price_list: str
     section: Source = "override file"
+    # Absent: the id's release as the package data has it, or GA for an id it does not have.
+    release: ReleaseFile | None = None  # type: ignore[assignment]
 
 
 class DiscountFile(_Strict):

@@ -1,6 +1,6 @@
 """A call's worst case before it goes upstream: prompt tokens, maximum output, maximum cost.
 
-The prompt is estimated at 4 characters a token, rounded up (proxy.metering.estimate), over
+The prompt is estimated at 4 characters a token, rounded up (proxy.estimate), over
 every string that reaches the model — text, system instruction, tool declarations, function
 calls and responses — plus an allowance per media part. The output is bounded by the request's
 ``maxOutputTokens`` (Gemini stops there, thoughts included) times ``candidateCount``, else by
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ..metering.estimate import CHARS_PER_TOKEN
-from ..metering.usage import Usage
+from ..estimate import CHARS_PER_TOKEN
 from ..pricing.catalog import Catalog
-from ..pricing.cost import PricingError, compute_cost
+from ..pricing.cost import FREE_OPERATIONS, PricingError, compute_cost
+from ..usage import Usage
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
@@ -43,9 +43,8 @@ DEFAULT_MAX_OUTPUT_TOKENS = 65_536
 MEDIA_MIN_TOKENS = 1_290
 MEDIA_BYTES_PER_TOKEN = 64
 NO_OUTPUT_OPERATIONS = frozenset({"embedContent", "batchEmbedContents", "countTokens"})
-# Calls Google does not bill (proxy.metering.call.FREE_OPERATIONS, not imported: the meter
-# imports the quota service): no budget, token or rate limit applies, only the allowed models.
-UNMETERED_OPERATIONS = frozenset({"countTokens", "listModels", "getModel"})
+# Calls Google does not bill: no budget, token or rate limit applies, only the allowed models.
+UNMETERED_OPERATIONS = FREE_OPERATIONS
 
 # Request fields that never reach the model as tokens.
 _SKIP = frozenset(
@@ -138,7 +137,7 @@ def _worst_cost(catalog: Catalog, model: str, prompt: int, audio: int, out: int)
     price = catalog.resolve(model)
     if price is None:
         return None
-    inputs = [Usage(prompt_tokens=prompt, prompt_audio_tokens=audio), Usage(prompt_tokens=prompt)]
+    inputs = [Usage(prompt_tokens=prompt, audio_prompt_tokens=audio), Usage(prompt_tokens=prompt)]
     outputs = [
         Usage(output_tokens=out),
         Usage(thinking_tokens=out),
@@ -150,7 +149,7 @@ def _worst_cost(catalog: Catalog, model: str, prompt: int, audio: int, out: int)
         for o in outputs:
             usage = Usage(
                 prompt_tokens=i.prompt_tokens,
-                prompt_audio_tokens=i.prompt_audio_tokens,
+                audio_prompt_tokens=i.audio_prompt_tokens,
                 output_tokens=o.output_tokens,
                 thinking_tokens=o.thinking_tokens,
                 output_audio_tokens=o.output_audio_tokens,

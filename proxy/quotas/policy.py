@@ -7,14 +7,16 @@ clock), so each is tested as a table of cases. Times are UTC: a naive datetime i
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
-from fnmatch import fnmatchcase
+from fnmatch import translate
 from typing import Any, Literal, get_args
 
 from ..formats import decimal_text
+from ..model_ids import ModelId
 from ..pricing.catalog import normalize_model
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "Mode",
     "Period",
     "Policy",
+    "allowed_pattern",
     "crossed",
     "format_reset",
     "model_allowed",
@@ -160,13 +163,20 @@ def crossed(
 # -- allowed models -----------------------------------------------------------------------------
 
 
-def model_allowed(model: str, patterns: Sequence[str] | None) -> bool:
-    """No list allows every model; entries are model ids or shell patterns (``gemini-2.5-*``),
-    compared after the same normalisation as the catalog (no ``models/`` prefix, lower case)."""
+def allowed_pattern(patterns: Sequence[str] | None) -> re.Pattern[str] | None:
+    """One expression for a list of model ids and shell patterns (``gemini-2.5-*``), compared
+    after the same normalisation as the catalog (no ``models/`` prefix, lower case). None (no
+    list) allows every model; an empty list allows none."""
     if patterns is None:
-        return True
-    name = normalize_model(model)
-    return any(fnmatchcase(name, normalize_model(p)) for p in patterns)
+        return None
+    if not patterns:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(f"(?:{translate(normalize_model(p))})" for p in patterns))
+
+
+def model_allowed(model: str, patterns: Sequence[str] | None) -> bool:
+    pattern = allowed_pattern(patterns)
+    return pattern is None or pattern.match(normalize_model(model)) is not None
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -189,6 +199,14 @@ class Policy:
     tpm: int | None
     allowed_models: tuple[str, ...] | None
     updated_at: datetime
+    # allowed_models compiled once, when the policy is loaded (not per call).
+    allowed: re.Pattern[str] | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed", allowed_pattern(self.allowed_models))
+
+    def allows(self, model: ModelId) -> bool:
+        return self.allowed is None or self.allowed.match(model.name) is not None
 
     @property
     def scope(self) -> str:
@@ -200,7 +218,7 @@ class Policy:
             "key": self.key_prefix,
             "mode": self.mode,
             "period": self.period,
-            "budget_usd": None if self.budget_usd is None else str(self.budget_usd),
+            "budget_usd": None if self.budget_usd is None else decimal_text(self.budget_usd),
             "tokens": self.tokens,
             "rpm": self.rpm,
             "tpm": self.tpm,

@@ -24,14 +24,15 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..db.queries import KeyInfo
+from ..caller import Caller
 from ..errors import Forbidden, ServiceUnavailable
-from ..pricing.catalog import Catalog, normalize_model
+from ..model_ids import ANY_MODEL, ModelId
+from ..pricing.catalog import Catalog
 from ..settings import Settings
 from .estimate import UNMETERED_OPERATIONS, Estimate, estimate_call
 from .manage import load_policies
 from .plan import ADJECTIVE, Line, amount, plan, rate_headers, refusal, settlements, status_of
-from .policy import LimitStatus, Policy, crossed, model_allowed, usd_to_units, utc, window_index
+from .policy import LimitStatus, Policy, crossed, usd_to_units, utc, window_index
 from .seed import Seeder
 from .store import CounterState, QuotaStore, StoreUnavailable
 from .store_memory import MemoryStore
@@ -146,9 +147,9 @@ class QuotaService:
 
     async def admit(
         self,
-        key: KeyInfo,
+        key: Caller,
         *,
-        model: str,
+        model: ModelId,
         request: Mapping[str, Any],
         operation: str = "generateContent",
     ) -> Admission:
@@ -165,19 +166,18 @@ class QuotaService:
         ]
         if not policies:
             return Admission("", key.tenant_name)
-        model = normalize_model(model)
         for p in policies:
-            if model != "*" and not model_allowed(model, p.allowed_models):
-                raise Forbidden(f"Model {model!r} is not allowed for {p.scope}.",
+            if model is not ANY_MODEL and not p.allows(model):
+                raise Forbidden(f"Model {model.name!r} is not allowed for {p.scope}.",
                                 code="model_not_allowed")  # fmt: skip
         if operation in UNMETERED_OPERATIONS:
             return Admission("", key.tenant_name)
         now = self._now()
-        est = estimate_call(self._catalog, model, request, operation)
+        est = estimate_call(self._catalog, model.name, request, operation)
         worst = None if est.cost_usd is None else usd_to_units(est.cost_usd)
-        if worst is None and model not in self._unpriced_logged:
-            self._unpriced_logged.add(model)
-            log.warning("quota: model %r has no price; its calls hold $0 of budgets", model)
+        if worst is None and model.name not in self._unpriced_logged:
+            self._unpriced_logged.add(model.name)
+            log.warning("quota: model %r has no price; its calls hold $0 of budgets", model.name)
         lines = plan(policies, est, worst, now)
         if not lines:
             return Admission("", key.tenant_name)

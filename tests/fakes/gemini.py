@@ -277,6 +277,10 @@ class FakeGemini:
         self.stream_done.clear()
         self._released.clear()
         self._queue.clear()
+        # Imported here: the resources build on this module's reply types.
+        from tests.fakes.resources import Resources
+
+        self.resources = Resources()  # files, caches, batches, Imagen, Veo: fresh state
 
     def enqueue(self, *replies: Reply, action: str | None = None) -> None:
         with self._lock:
@@ -342,13 +346,19 @@ class FakeGemini:
         if m := _ROUTE.fullmatch(scope["path"]):
             req.version, req.model = m[1], m[2]
             req.action = m[3] or ("getModel" if m[2] else "listModels")
+        req.action = req.action or self.resources.action(req)
         self.requests.append(req)
         return req
 
     def _choose(self, req: RecordedRequest) -> Reply:
-        if self.api_keys is not None and req.headers.get("x-goog-api-key") not in self.api_keys:
+        keyed = not self.resources.keyless(req)
+        if (
+            keyed
+            and self.api_keys is not None
+            and req.headers.get("x-goog-api-key") not in self.api_keys
+        ):
             return JsonReply(fixture("error_bad_key"), 400)
-        if req.method == "POST":
+        if req.method == "POST" and not self.resources.own_body(req):
             try:
                 orjson.loads(req.body)
             except orjson.JSONDecodeError:
@@ -361,6 +371,10 @@ class FakeGemini:
         return self._default(req)
 
     def _default(self, req: RecordedRequest) -> Reply:
+        reply: Reply = self.resources.serve(req, self._builtin)
+        return reply
+
+    def _builtin(self, req: RecordedRequest) -> Reply:
         get, name = req.method == "GET", f"models/{req.model}"
         match req.action:
             case "listModels" if get:

@@ -1,7 +1,9 @@
-"""The one HTTP client to Gemini: pooled connections, the key pool, retries before the first byte.
+"""The one client to Gemini: the key pool, timeouts, retries before the first byte.
 
-The upstream key is attached here and nowhere else; it never leaves this module in a log line,
-an exception message or a response.
+It sends through a :class:`Sender` — aiohttp in production (aiohttp_sender.py), an in-process
+fake in tests — so this module holds the policy and none of the plumbing. The upstream key is
+attached here and nowhere else; it never leaves this module in a log line, an exception
+message or a response.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from http.cookiejar import DefaultCookiePolicy
 from typing import Protocol
 
-import httpx
+from .. import metrics
+from ..errors import (
+    ConnectTimeout,
+    ServiceUnavailable,
+    TransportError,
+    TransportTimeout,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
-from . import metrics
-from .errors import ServiceUnavailable, UpstreamTimeout, UpstreamUnreachable
-from .upstream_aiohttp import AiohttpSender
-
-__all__ = ["KeyPool", "Upstream", "UpstreamReply", "UpstreamResponse"]
+__all__ = ["KeyPool", "Sender", "Upstream", "UpstreamReply", "UpstreamResponse"]
 
 log = logging.getLogger("gemini_meter.upstream")
 
@@ -61,7 +66,8 @@ class KeyPool:
 
 
 class UpstreamResponse(Protocol):
-    """What the routes use of a reply, whichever client made it (aiohttp, or httpx in tests)."""
+    """A reply opened before its body is read. ``content`` is there once ``aread`` returned;
+    the transport errors of proxy/errors.py are all a sender's methods raise."""
 
     status_code: int
     is_closed: bool
@@ -75,6 +81,22 @@ class UpstreamResponse(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Sender(Protocol):
+    """Opens one request to the upstream; the client above retries and meters."""
+
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]],
+        content: bytes | None,
+        headers: dict[str, str],
+    ) -> UpstreamResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(slots=True)
 class UpstreamReply:
     response: UpstreamResponse
@@ -84,65 +106,19 @@ class UpstreamReply:
 class Upstream:
     def __init__(
         self,
-        base_url: str,
+        sender: Sender,
         keys: Sequence[str],
         *,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 600.0,
-        max_connections: int = 512,
         retries: int = 2,
         backoff: float = 0.25,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.keys = KeyPool(keys)
+        self._sender = sender
         self._retries = retries
         self._backoff = backoff
-        # aiohttp in production; an httpx transport given by a test (ASGITransport) keeps httpx.
-        self._aio = (
-            AiohttpSender(
-                base_url,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                max_connections=max_connections,
-            )
-            if transport is None
-            else None
-        )
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=60,
-            ),
-            transport=transport,
-            follow_redirects=False,
-        )
-        # As on the aiohttp session: no cookie of one tenant's call on the next one's.
-        self._client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
 
     async def aclose(self) -> None:
-        if self._aio is not None:
-            await self._aio.aclose()
-        await self._client.aclose()
-
-    async def _open(
-        self,
-        method: str,
-        path: str,
-        params: Sequence[tuple[str, str]],
-        content: bytes | None,
-        headers: dict[str, str],
-    ) -> UpstreamResponse:
-        if self._aio is not None:
-            return await self._aio.open(
-                method, path, params=params, content=content, headers=headers
-            )
-        request = self._client.build_request(
-            method, path, params=list(params), content=content, headers=headers
-        )
-        return await self._client.send(request, stream=True)
+        await self._sender.aclose()
 
     async def send(
         self,
@@ -167,16 +143,18 @@ class Upstream:
             hdrs = dict(headers or {})
             hdrs["x-goog-api-key"] = self.keys.key(idx)
             try:
-                response = await self._open(method, path, params, content, hdrs)
-            except httpx.TimeoutException as exc:
+                response = await self._sender.open(
+                    method, path, params=params, content=content, headers=hdrs
+                )
+            except TransportTimeout as exc:
                 metrics.UPSTREAM_ERRORS.labels("timeout").inc()
-                if attempt < self._retries and isinstance(exc, httpx.ConnectTimeout):
+                if attempt < self._retries and isinstance(exc, ConnectTimeout):
                     metrics.UPSTREAM_RETRIES.labels("timeout").inc()
                     attempt += 1
                     await self._sleep(attempt)
                     continue
                 raise UpstreamTimeout("The Gemini API did not answer in time.") from None
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 metrics.UPSTREAM_ERRORS.labels("connect").inc()
                 log.warning("upstream connection failed: %s", type(exc).__name__)
                 if attempt < self._retries:
@@ -199,10 +177,10 @@ class Upstream:
             if not stream:
                 try:
                     await response.aread()
-                except httpx.TimeoutException:
+                except TransportTimeout:
                     await response.aclose()
                     raise UpstreamTimeout("The Gemini API did not answer in time.") from None
-                except httpx.TransportError:
+                except TransportError:
                     await response.aclose()
                     raise UpstreamUnreachable("The Gemini API dropped the connection.") from None
             return UpstreamReply(response, attempt)

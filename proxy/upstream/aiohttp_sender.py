@@ -1,9 +1,9 @@
-"""The upstream HTTP client on aiohttp: its C parser and pool, none of httpx's per-call layers.
+"""The production sender: aiohttp's C parser and connection pool.
 
 httpx (httpcore's pure-Python pool, h11, anyio, then httpx's own URL, header and response
-models) cost several times more CPU per upstream call than the rest of the proxy together.
-:class:`AiohttpReply` offers the part of ``httpx.Response`` the routes use, and failures are
-raised as httpx's exception types, so retries and the routes' stream handling are unchanged.
+models) cost several times more CPU per upstream call than the rest of the proxy together
+(docs/benchmarks.md). aiohttp's failures are raised as the proxy's own transport errors
+(proxy/errors.py), so nothing above this module knows which library sent the request.
 """
 
 from __future__ import annotations
@@ -11,26 +11,33 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import aiohttp
-import httpx
+
+from ..errors import (
+    ConnectError,
+    ConnectTimeout,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    TransportError,
+)
 
 __all__ = ["AiohttpReply", "AiohttpSender"]
 
 
-def _translate(exc: BaseException) -> httpx.TransportError:
+def _translate(exc: BaseException) -> TransportError:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(str(exc) or "connect timeout")
+        return ConnectTimeout(str(exc) or "connect timeout")
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout(str(exc) or "read timeout")
+        return ReadTimeout(str(exc) or "read timeout")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(str(exc))
+        return ConnectError(str(exc))
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return httpx.RemoteProtocolError(str(exc))
-    return httpx.ReadError(str(exc))
+        return RemoteProtocolError(str(exc))
+    return ReadError(str(exc))
 
 
 class AiohttpReply:
-    """``status_code``, ``headers``, ``aiter_bytes()``, ``aread()``, ``content``, ``aclose()``
-    and ``is_closed``, as on an ``httpx.Response`` opened with ``stream=True``."""
+    """One upstream reply, opened before its body is read (see proxy.upstream.UpstreamResponse)."""
 
     __slots__ = ("_content", "_resp", "headers", "is_closed", "status_code")
 
@@ -44,7 +51,7 @@ class AiohttpReply:
     @property
     def content(self) -> bytes:
         if self._content is None:
-            raise httpx.ResponseNotRead()
+            raise RuntimeError("the reply's body has not been read")
         return self._content
 
     async def aread(self) -> bytes:

@@ -1,0 +1,1 @@
+"""The Live API (``BidiGenerateContent`` over WebSocket): reading its messages for the relay."""

@@ -1,0 +1,6 @@
+"""The upstream: the client (key pool, retries) and the sender it talks through."""
+
+from .aiohttp_sender import AiohttpSender
+from .client import KeyPool, Sender, Upstream, UpstreamReply, UpstreamResponse
+
+__all__ = ["AiohttpSender", "KeyPool", "Sender", "Upstream", "UpstreamReply", "UpstreamResponse"]
