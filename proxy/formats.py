@@ -11,7 +11,21 @@ from typing import Any
 
 import orjson
 
-__all__ = ["json_default", "print_table", "write_usage"]
+__all__ = ["decimal_json", "decimal_text", "json_default", "print_table", "write_usage"]
+
+
+def decimal_text(value: Decimal) -> str:
+    """A Decimal in positional notation, never exponent notation.
+
+    ``str()`` of a cost quantized to 10 places gives ``3.000E-7`` below 1e-6; every cost the
+    proxy prints (headers, usage, CLI, admin JSON) goes through here instead."""
+    return format(value, "f")
+
+
+def decimal_json(value: Decimal) -> orjson.Fragment:
+    """A Decimal as a JSON number in positional notation (a float would serialise as
+    ``3e-07``): put it in a body that orjson dumps."""
+    return orjson.Fragment(decimal_text(value))
 
 
 def write_usage(out: Any, rows: list[dict[str, Any]], fmt: str) -> None:
@@ -21,7 +35,7 @@ def write_usage(out: Any, rows: list[dict[str, Any]], fmt: str) -> None:
         out.write("\n")
         return
     header = list(rows[0]) if rows else ["requests", "cost_usd"]
-    table = [[r[h] for h in header] for r in rows]
+    table = [[_cell(r[h]) for h in header] for r in rows]
     if fmt == "csv":
         w = csv.writer(out)
         w.writerow(header)
@@ -30,14 +44,21 @@ def write_usage(out: Any, rows: list[dict[str, Any]], fmt: str) -> None:
         print_table(header, table, out)
 
 
+def _cell(value: Any) -> Any:
+    return decimal_text(value) if isinstance(value, Decimal) else value
+
+
 def json_default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
-        return str(obj)  # money stays exact in JSON: a decimal string
+        return decimal_text(obj)  # money stays exact in JSON: a decimal string
     raise TypeError
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], out: Any = None) -> None:
-    cells = [[str(c) for c in header], *[["" if c is None else str(c) for c in r] for r in rows]]
+    cells = [
+        [str(c) for c in header],
+        *[["" if c is None else str(_cell(c)) for c in r] for r in rows],
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     buf = io.StringIO()
     for n, row in enumerate(cells):

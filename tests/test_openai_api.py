@@ -6,6 +6,7 @@ import base64
 import struct
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
+from proxy.estimate import estimate_text_tokens
 from tests.conftest import RunningProxy
 from tests.fakes.gemini import (
     ErrorReply,
@@ -23,6 +25,7 @@ from tests.fakes.gemini import (
     text_reply,
     usage_metadata,
 )
+from tests.fakes.tiktoken_files import offline_tiktoken
 
 MODEL = "gemini-2.5-flash"
 
@@ -228,12 +231,63 @@ def test_embeddings(proxy: RunningProxy, encoding: str, client: openai.OpenAI) -
     assert row["estimated"] is True and row["prompt_tokens"] == 12 and row["route"] == "openai"
 
 
-def test_embeddings_token_arrays_are_a_clear_400(
+def test_embeddings_from_token_arrays(proxy: RunningProxy, client: openai.OpenAI) -> None:
+    # cl100k_base ids of "hello world" and "héllo" (tiktoken.get_encoding("cl100k_base"))
+    r = client.embeddings.create(
+        model="gemini-embedding-001", input=[[15339, 1917], [71, 19010, 385]]
+    )
+    assert [d.index for d in r.data] == [0, 1]
+    [up] = proxy.fake.calls("batchEmbedContents")
+    assert [q["content"]["parts"][0]["text"] for q in up.json()["requests"]] == [
+        "hello world",
+        "héllo",
+    ]
+    [row] = proxy.rows()
+    assert row["status"] == 200 and row["estimated"] is True
+    assert row["prompt_tokens"] == estimate_text_tokens(["hello world", "héllo"])
+
+
+def test_embeddings_unknown_token_id_is_a_clear_400(
     proxy: RunningProxy, client: openai.OpenAI
 ) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        client.embeddings.create(model="gemini-embedding-001", input=[[1, 2, 3]])
-    assert err.value.body["param"] == "input"  # type: ignore[index]
+        client.embeddings.create(model="gemini-embedding-001", input=[[15339], [100261]])
+    assert err.value.body["param"] == "input[1]"  # type: ignore[index]
+    assert "100261" in err.value.message and "cl100k_base" in err.value.message
+    assert proxy.fake.calls("batchEmbedContents") == []
+
+
+def test_langchain_embeddings_with_defaults(
+    proxy: RunningProxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """LangChain's OpenAIEmbeddings() with its defaults tokenises with tiktoken and sends token
+    arrays; the proxy embeds the original text."""
+    from langchain_openai import OpenAIEmbeddings
+
+    offline_tiktoken(monkeypatch, tmp_path)
+    sent: list[Any] = []
+    create = openai.resources.embeddings.Embeddings.create
+
+    def spy(self: Any, **kw: Any) -> Any:
+        sent.append(kw["input"])
+        return create(self, **kw)
+
+    monkeypatch.setattr(openai.resources.embeddings.Embeddings, "create", spy)
+    texts = ["The proxy meters every call.", "Gemini ist schnell — 日本語 🎉"]
+    embedder = OpenAIEmbeddings(
+        model="gemini-embedding-001",
+        base_url=f"{proxy.url}/v1",
+        api_key=proxy.key,  # type: ignore[arg-type]
+        max_retries=0,
+    )
+    vectors = embedder.embed_documents(texts)
+    assert len(sent) == 1 and all(isinstance(t, int) for a in sent[0] for t in a)
+    [up] = proxy.fake.calls("batchEmbedContents")
+    assert [q["content"]["parts"][0]["text"] for q in up.json()["requests"]] == texts
+    expected = fixture("batch_embed_contents")["embeddings"]
+    assert len(vectors) == 2 and vectors[0] == pytest.approx(expected[0]["values"], rel=1e-6)
+    [row] = proxy.rows()
+    assert row["status"] == 200 and row["operation"] == "batchEmbedContents"
 
 
 def test_models(proxy: RunningProxy, client: openai.OpenAI) -> None:
@@ -367,6 +421,24 @@ def test_openai_and_native_calls_meter_identically(
     assert parsed.usage.prompt_tokens_details.cached_tokens == 100
     assert parsed.usage.model_extra is not None
     assert Decimal(str(parsed.usage.model_extra["cost"])) == Decimal(cost)
+
+
+def test_tiny_costs_print_in_positional_notation(
+    proxy: RunningProxy, client: openai.OpenAI
+) -> None:
+    # One prompt token and one output token: a cost below 1e-6, which str(Decimal) writes as
+    # "3.000E-7"; the header, the body's usage.cost and the ledger agree in plain decimals.
+    proxy.fake.enqueue(text_reply("x", usage_metadata(1, 1)))
+    chat = client.chat.completions.with_raw_response.create(
+        model="gemini-2.0-flash", messages=[{"role": "user", "content": "hi"}]
+    )
+    emb = client.embeddings.with_raw_response.create(model="gemini-embedding-001", input="abcd")
+    rows = {r["operation"]: r for r in proxy.rows(2)}
+    for raw, op in ((chat, "generateContent"), (emb, "batchEmbedContents")):
+        header = raw.headers["x-gemini-meter-cost-usd"]
+        assert "E" not in header.upper() and Decimal(header) < Decimal("0.000001")
+        assert Decimal(header) == Decimal(str(rows[op]["cost_usd"]))
+    assert b'"cost":0.0000' in chat.http_response.content  # a JSON number, no exponent
 
 
 def test_user_is_recorded_as_end_user(proxy: RunningProxy, client: openai.OpenAI) -> None:

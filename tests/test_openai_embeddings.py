@@ -47,6 +47,12 @@ REQUESTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {"input": "a", "dimensions": 256},
         {"requests": [entry("a", outputDimensionality=256)]},
     ),
+    ("token_array", {"input": [15339, 1917]}, {"requests": [entry("hello world")]}),
+    (
+        "token_arrays",
+        {"input": [[15339, 1917], [71, 19010, 385]]},
+        {"requests": [entry("hello world"), entry("héllo")]},
+    ),
     (
         "nulls",
         {"input": "a", "dimensions": None, "encoding_format": None, "user": None},
@@ -75,8 +81,9 @@ def test_call_fields() -> None:
 
 
 BAD: list[tuple[str, dict[str, Any], str]] = [
-    ("token_array", {"input": [1, 2, 3]}, "input"),
-    ("token_arrays", {"input": [[1, 2], [3]]}, "input"),
+    ("token_id_unknown", {"input": [15339, 100261]}, "input"),
+    ("token_arrays_mixed", {"input": [[15339], "text"]}, "input[1]"),
+    ("token_array_empty", {"input": [[15339], []]}, "input[1]"),
     ("empty_list", {"input": []}, "input"),
     ("empty_string", {"input": ""}, "input"),
     ("missing_input", {"input": None}, "input"),
@@ -98,9 +105,9 @@ def test_bad_request(body: dict[str, Any], param: str) -> None:
     assert info.value.status_code == 400
 
 
-def test_token_arrays_message_is_clear() -> None:
-    with pytest.raises(BadRequest, match="token arrays"):
-        embeddings_request_to_gemini({"model": "m", "input": [[1, 2]]})
+def test_unknown_token_id_message_names_id_and_encoding() -> None:
+    with pytest.raises(BadRequest, match="token id 100261 does not exist in cl100k_base"):
+        embeddings_request_to_gemini({"model": "m", "input": [[15339], [100261]]})
 
 
 def test_reply_float() -> None:

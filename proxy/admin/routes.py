@@ -22,7 +22,7 @@ from ..db import queries
 from ..db.reports import GROUPS, usage_report
 from ..db.tables import ApiKey, Tenant
 from ..errors import BadRequest, Forbidden, NotFound, ProxyError, Unauthenticated
-from ..formats import write_usage
+from ..formats import decimal_text, write_usage
 from ..pricing.report import explain
 from ..quotas import QuotaPolicyError, delete_policy, get_policies, set_policy
 from ..services import Services, authenticate, services
@@ -275,7 +275,8 @@ async def usage_response(
         write_usage(buf, [r.as_dict() for r in rows], "csv")
         return Response(buf.getvalue(), media_type="text/csv")
     body = [
-        {k: str(v) if isinstance(v, Decimal) else v for k, v in r.as_dict().items()} for r in rows
+        {k: decimal_text(v) if isinstance(v, Decimal) else v for k, v in r.as_dict().items()}
+        for r in rows
     ]
     return Response(orjson.dumps(body), media_type="application/json")
 

@@ -5,6 +5,12 @@
 - :mod:`.embeddings` — embeddings request → ``batchEmbedContents``; reply → OpenAI list.
 - :mod:`.models` — models list / object.
 - :mod:`.errors` — upstream Gemini errors → OpenAI's envelope and statuses.
+- :mod:`.responses` / :mod:`.responses_stream` — Responses API request → Gemini body; reply →
+  ``response`` object; stream events → the typed ``response.*`` events.
+- :mod:`.completions` — legacy completions: prompts → one Gemini body each; replies →
+  ``text_completion`` and its stream chunks.
+- :mod:`.images` — image generation → Imagen ``:predict``; predictions → ``ImagesResponse``.
+- :mod:`.tokens` — OpenAI token ids → text (tiktoken's encodings, shipped offline).
 
 Helpers: :mod:`.messages`, :mod:`.media`, :mod:`.tools`, :mod:`.schema`, :mod:`.thinking`,
 :mod:`.tool_ids` (thought signatures in tool call ids), :mod:`.validate`.

@@ -29,7 +29,7 @@ from proxy.openai.validate import (
     req_str,
 )
 from proxy.usage import Usage, openai_usage_counts
-from proxy.wire.gemini import GenerateContentRequest
+from proxy.wire.gemini import GenerateContentRequest, ThinkingConfig
 from proxy.wire.openai import (
     ChatCompletion,
     ChatCompletionMessage,
@@ -45,7 +45,9 @@ __all__ = [
     "chat_usage",
     "completion_usage",
     "finish_reason",
+    "function_call_fields",
     "gemini_reply_to_chat",
+    "google_options",
     "new_completion_id",
     "split_parts",
 ]
@@ -95,25 +97,11 @@ def chat_request_to_gemini(body: Any) -> ChatCall:
     if tool_config is not None:
         request["toolConfig"] = tool_config
     config = generation_config(obj, n)
-    google, google_param = google_extension(obj)
-    for key in google:
-        if key not in ("thinking_config", "cached_content"):
-            raise BadRequest(
-                f"Unrecognized parameter '{google_param}.{key}'.",
-                param=f"{google_param}.{key}",
-                code="unknown_parameter",
-            )
-    thinking = thinking_config(
-        obj.get("reasoning_effort"),
-        google.get("thinking_config"),
-        f"{google_param}.thinking_config",
-        model,
-    )
+    thinking, cached = google_options(obj, obj.get("reasoning_effort"), model)
     if thinking is not None:
         config["thinkingConfig"] = thinking
     if config:
         request["generationConfig"] = config
-    cached = opt_str(google.get("cached_content"), f"{google_param}.cached_content")
     if cached:
         request["cachedContent"] = cached
     return ChatCall(
@@ -125,6 +113,27 @@ def chat_request_to_gemini(body: Any) -> ChatCall:
         # TypedDicts are plain dicts at run time; the public API promises dict[str, Any].
         request=cast(dict[str, Any], request),
     )
+
+
+def google_options(
+    body: Mapping[str, Any], effort: Any, model: str, effort_param: str = "reasoning_effort"
+) -> tuple[ThinkingConfig | None, str | None]:
+    """The ``thinkingConfig`` (from the effort or Google's ``thinking_config``) and the
+    ``cachedContent`` of Google's compat extension; any other key in it is a 400."""
+    google, google_param = google_extension(body)
+    for key in google:
+        if key not in ("thinking_config", "cached_content"):
+            raise BadRequest(
+                f"Unrecognized parameter '{google_param}.{key}'.",
+                param=f"{google_param}.{key}",
+                code="unknown_parameter",
+            )
+    thinking = thinking_config(
+        effort, google.get("thinking_config"), f"{google_param}.thinking_config", model,
+        effort_param,
+    )  # fmt: skip
+    cached = opt_str(google.get("cached_content"), f"{google_param}.cached_content")
+    return thinking, cached or None
 
 
 # --- replies -------------------------------------------------------------------------------------
@@ -147,19 +156,27 @@ def split_parts(
     return texts, calls
 
 
-def _tool_call(fc: Mapping[str, Any], signature: Any, new_call_id: Callable[[], str]) -> ToolCall:
+def function_call_fields(
+    fc: Mapping[str, Any], signature: Any, new_call_id: Callable[[], str]
+) -> tuple[str, str, str]:
+    """``(call id carrying the thought signature, name, arguments as JSON text)`` of a
+    ``functionCall`` part."""
     sig = signature if isinstance(signature, str) and signature else None
     gemini_id = fc.get("id")
     base = gemini_id if isinstance(gemini_id, str) and gemini_id else new_call_id()
     args = fc.get("args")
+    arguments = orjson.dumps(args if isinstance(args, Mapping) else {}).decode()
+    return encode_tool_call_id(base, sig), str(fc.get("name") or ""), arguments
+
+
+def _tool_call(fc: Mapping[str, Any], signature: Any, new_call_id: Callable[[], str]) -> ToolCall:
+    call_id, name, arguments = function_call_fields(fc, signature, new_call_id)
     call: ToolCall = {
-        "id": encode_tool_call_id(base, sig),
+        "id": call_id,
         "type": "function",
-        "function": {
-            "name": str(fc.get("name") or ""),
-            "arguments": orjson.dumps(args if isinstance(args, Mapping) else {}).decode(),
-        },
+        "function": {"name": name, "arguments": arguments},
     }
+    sig = signature if isinstance(signature, str) and signature else None
     if sig:
         call["extra_content"] = {"google": {"thought_signature": sig}}
     return call

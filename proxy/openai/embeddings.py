@@ -1,7 +1,8 @@
 """Embeddings: OpenAI ``/v1/embeddings`` request → Gemini ``batchEmbedContents``, and back.
 
-- ``input``: a string or a list of strings. Token arrays (lists of integers) are refused: the
-  proxy has no tokenizer of OpenAI's to turn them back into text.
+- ``input``: a string, a list of strings, or token ids (one array or a list of arrays, as
+  LangChain's ``OpenAIEmbeddings()`` sends by default), decoded back to text with the client's
+  tiktoken encoding (:mod:`proxy.openai.tokens`).
 - ``dimensions`` → ``outputDimensionality`` on every request. Gemini normalises only full-size
   vectors, while OpenAI clients assume unit vectors (dot product = cosine similarity), so
   vectors are L2-normalised here when ``dimensions`` was given.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
 from proxy.errors import BadRequest, UpstreamError
+from proxy.openai.tokens import decode_token_arrays, is_token_input, token_arrays
 from proxy.openai.validate import opt_int, opt_str, req_list, req_object, req_str
 from proxy.wire.gemini import BatchEmbedContentsRequest, EmbedContentRequest
 from proxy.wire.openai import CreateEmbeddingResponse, Embedding
@@ -64,17 +66,12 @@ class EmbeddingsCall:
 
 
 def _inputs(value: Any) -> list[str]:
+    if is_token_input(value):
+        return decode_token_arrays(token_arrays(value, "input"))
     if isinstance(value, str):
         items: list[Any] = [value]
     else:
         items = req_list(value, "input", non_empty=True)
-    if any(isinstance(v, int | list) and not isinstance(v, bool) for v in items):
-        raise BadRequest(
-            "'input' as token arrays is not supported by this Gemini proxy; send text: a string "
-            "or a list of strings.",
-            param="input",
-            code="unsupported_value",
-        )
     texts = [
         req_str(v, "input" if isinstance(value, str) else f"input[{i}]")
         for i, v in enumerate(items)

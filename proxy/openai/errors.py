@@ -28,6 +28,7 @@ from proxy.errors import openai_type_for
 
 __all__ = [
     "UpstreamStreamError",
+    "check_stream_event",
     "openai_error_from_gemini",
     "openai_error_from_upstream",
     "upstream_retry_after",
@@ -52,6 +53,17 @@ class UpstreamStreamError(Exception):
         super().__init__(body["error"]["message"])
         self.status = status
         self.body = body
+
+
+def check_stream_event(event: Mapping[str, Any]) -> None:
+    """Raise :class:`UpstreamStreamError` (the OpenAI mapping) for an ``{"error": ...}`` event."""
+    error = event.get("error")
+    if error is not None:
+        code = error.get("code") if isinstance(error, Mapping) else None
+        status = code if isinstance(code, int) and 400 <= code < 600 else 500
+        raise UpstreamStreamError(
+            *openai_error_from_gemini(status, error if isinstance(error, Mapping) else None)
+        )
 
 
 def _envelope(

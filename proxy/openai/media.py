@@ -20,7 +20,7 @@ from proxy.errors import BadRequest
 from proxy.openai.validate import opt_str, req_object, req_str
 from proxy.wire.gemini import Part
 
-__all__ = ["media_part"]
+__all__ = ["file_data_part", "file_url_part", "image_url_part", "media_part"]
 
 _IMAGE_TYPES = {
     ".png": "image/png",
@@ -81,14 +81,21 @@ def _image(obj: Mapping[str, Any], param: str) -> Part:
     else:
         url = req_str(req_object(value, f"{param}.image_url").get("url"), f"{param}.image_url.url")
         p = f"{param}.image_url.url"
-    inline = _data_uri(url, p)
+    return image_url_part(url, p)
+
+
+def image_url_part(url: str, param: str) -> Part:
+    """The part for an image given as a data URI or an http(s) URL (``param`` names it)."""
+    inline = _data_uri(url, param)
     if inline is not None:
         return inline
     if url.startswith(("https://", "http://")):
         mime = _IMAGE_TYPES.get(_suffix(urlsplit(url).path), "image/jpeg")
         return {"fileData": {"mimeType": mime, "fileUri": url}}
     raise BadRequest(
-        f"Invalid '{p}': expected a data URI or an http(s) URL.", param=p, code="invalid_value"
+        f"Invalid '{param}': expected a data URI or an http(s) URL.",
+        param=param,
+        code="invalid_value",
     )
 
 
@@ -117,19 +124,40 @@ def _file(obj: Mapping[str, Any], param: str) -> Part:
             code="unsupported_parameter",
         )
     data = req_str(file.get("file_data"), f"{param}.file.file_data", non_empty=True)
-    inline = _data_uri(data, f"{param}.file.file_data")
+    filename = opt_str(file.get("filename"), f"{param}.file.filename") or ""
+    return file_data_part(data, filename, f"{param}.file.file_data")
+
+
+def file_data_part(data: str, filename: str, param: str) -> Part:
+    """``inlineData`` for file content: a data URI, or bare base64 whose type the extension of
+    ``filename`` gives (``param`` names the data)."""
+    inline = _data_uri(data, param)
     if inline is not None:
         return inline
-    filename = opt_str(file.get("filename"), f"{param}.file.filename") or ""
     mime = _FILE_TYPES.get(_suffix(filename))
     if mime is None:
         raise BadRequest(
-            f"Invalid '{param}.file.file_data': send a data URI, or a 'filename' whose "
-            "extension gives the type.",
-            param=f"{param}.file.file_data",
+            f"Invalid '{param}': send a data URI, or a 'filename' whose extension gives the type.",
+            param=param,
             code="invalid_value",
         )
     return {"inlineData": {"mimeType": mime, "data": data}}
+
+
+def file_url_part(url: str, filename: str, param: str) -> Part:
+    """``fileData`` for a file at an http(s) URL, which Gemini fetches; the type comes from the
+    URL's or the ``filename``'s extension."""
+    if not url.startswith(("https://", "http://")):
+        raise BadRequest(f"Invalid '{param}': expected an http(s) URL.", param=param)
+    mime = _FILE_TYPES.get(_suffix(urlsplit(url).path)) or _FILE_TYPES.get(_suffix(filename))
+    if mime is None:
+        raise BadRequest(
+            f"Invalid '{param}': the file type cannot be told from the URL; give a 'filename' "
+            "with an extension.",
+            param=param,
+            code="invalid_value",
+        )
+    return {"fileData": {"mimeType": mime, "fileUri": url}}
 
 
 def media_part(kind: str, obj: Mapping[str, Any], param: str) -> Part:

@@ -24,7 +24,14 @@ from proxy.openai.tool_ids import decode_signature
 from proxy.openai.validate import opt_str, req_list, req_object, req_str
 from proxy.wire.gemini import Content, FunctionCall, Part
 
-__all__ = ["DUMMY_THOUGHT_SIGNATURE", "messages_to_gemini"]
+__all__ = [
+    "DUMMY_THOUGHT_SIGNATURE",
+    "fill_missing_signatures",
+    "function_call_part",
+    "function_response_part",
+    "messages_to_gemini",
+    "text_of",
+]
 
 # Google documents this value for replaying function calls whose signature was lost (e.g.
 # history written by another model): Gemini 3 then skips signature validation for that call
@@ -32,8 +39,10 @@ __all__ = ["DUMMY_THOUGHT_SIGNATURE", "messages_to_gemini"]
 DUMMY_THOUGHT_SIGNATURE = "skip_thought_signature_validator"
 
 
-def _text_of(content: Any, param: str, *, allowed: tuple[str, ...] = ("text",)) -> list[str]:
-    """Texts of a content that may only hold text (system, developer, tool, assistant)."""
+def text_of(content: Any, param: str, *, allowed: tuple[str, ...] = ("text",)) -> list[str]:
+    """Texts of a content that may only hold text (system, developer, tool, assistant): a
+    string, or parts of the ``allowed`` types, each read from its ``text`` field (``refusal``
+    from its ``refusal`` field)."""
     if content is None:
         return []
     if isinstance(content, str):
@@ -49,7 +58,8 @@ def _text_of(content: Any, param: str, *, allowed: tuple[str, ...] = ("text",)) 
                 param=f"{param}[{j}].type",
                 code="invalid_value",
             )
-        texts.append(req_str(part.get(kind), f"{param}[{j}].{kind}"))
+        key = "refusal" if kind == "refusal" else "text"
+        texts.append(req_str(part.get(key), f"{param}[{j}].{key}"))
     return texts
 
 
@@ -83,23 +93,38 @@ def _function_call(call: Any, param: str) -> tuple[str, str, Part]:
         )
     fn = req_object(obj.get("function"), f"{param}.function")
     name = req_str(fn.get("name"), f"{param}.function.name", non_empty=True)
-    raw = req_str(fn.get("arguments", ""), f"{param}.function.arguments")
+    part = function_call_part(
+        call_id,
+        name,
+        fn.get("arguments", ""),
+        f"{param}.function.arguments",
+        _extra_signature(obj.get("extra_content")),
+    )
+    return call_id, name, part
+
+
+def function_call_part(
+    call_id: str, name: str, arguments: Any, param: str, signature: str | None = None
+) -> Part:
+    """A ``functionCall`` part for a call the client sends back; ``arguments`` is JSON text
+    (``param`` names it). The thought signature is ``signature`` or the one in ``call_id``."""
+    raw = req_str(arguments, param)
     try:
         args = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:
         args = None
     if not isinstance(args, dict):
         raise BadRequest(
-            f"Invalid '{param}.function.arguments': expected a JSON object encoded as a string.",
-            param=f"{param}.function.arguments",
+            f"Invalid '{param}': expected a JSON object encoded as a string.",
+            param=param,
             code="invalid_value",
         )
     fc: FunctionCall = {"name": name, "args": args}
     part: Part = {"functionCall": fc}
-    signature = _extra_signature(obj.get("extra_content")) or decode_signature(call_id)
+    signature = signature or decode_signature(call_id)
     if signature:
         part["thoughtSignature"] = signature
-    return call_id, name, part
+    return part
 
 
 def _extra_signature(extra: Any) -> str | None:
@@ -121,7 +146,12 @@ def _tool_response(msg: Mapping[str, Any], param: str, names: Mapping[str, str])
             param=f"{param}.tool_call_id",
             code="invalid_value",
         )
-    text = "".join(_text_of(msg.get("content"), f"{param}.content"))
+    return function_response_part(name, "".join(text_of(msg.get("content"), f"{param}.content")))
+
+
+def function_response_part(name: str, text: str) -> Part:
+    """A ``functionResponse`` part: a JSON object result as itself, anything else as
+    ``{"result": text}`` (Gemini wants an object)."""
     try:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -144,7 +174,7 @@ def messages_to_gemini(messages: Any, *, gemini3: bool) -> tuple[list[Content], 
         if role != "tool":
             tool_turn = None
         if role in ("system", "developer"):
-            texts = _text_of(msg.get("content"), f"{param}.content")
+            texts = text_of(msg.get("content"), f"{param}.content")
             system.extend({"text": t} for t in texts if t)
         elif role == "user":
             parts = _user_parts(msg.get("content"), f"{param}.content")
@@ -157,7 +187,7 @@ def messages_to_gemini(messages: Any, *, gemini3: bool) -> tuple[list[Content], 
                     param=f"{param}.function_call",
                     code="unsupported_parameter",
                 )
-            texts = _text_of(msg.get("content"), f"{param}.content", allowed=("text", "refusal"))
+            texts = text_of(msg.get("content"), f"{param}.content", allowed=("text", "refusal"))
             parts = [{"text": t} for t in texts if t]
             calls = msg.get("tool_calls")
             for j, call in enumerate(
@@ -189,11 +219,11 @@ def messages_to_gemini(messages: Any, *, gemini3: bool) -> tuple[list[Content], 
             code="invalid_value",
         )
     if gemini3:
-        _fill_missing_signatures(contents)
+        fill_missing_signatures(contents)
     return contents, ({"parts": system} if system else None)
 
 
-def _fill_missing_signatures(contents: list[Content]) -> None:
+def fill_missing_signatures(contents: list[Content]) -> None:
     # Gemini 3 validates the signature of the first functionCall part of each model turn.
     for content in contents:
         if content.get("role") != "model":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import ProxyError
 from ..estimate import estimate_text_tokens
+from ..formats import decimal_json
 from ..httputil import parse_json_object, read_body
 from ..metering.meter import CallMeter
 from ..model_ids import ANY_MODEL, ModelId, model_id
@@ -25,6 +27,8 @@ from .embeddings import embeddings_request_to_gemini, gemini_embeddings_to_opena
 from .errors import UpstreamStreamError, openai_error_from_upstream, upstream_retry_after
 from .models import gemini_model_to_openai, gemini_models_to_openai
 from .stream import ChatStreamTranslator
+from .tokens import encoding_needed
+from .tokens import load as load_encoding
 
 __all__ = ["get_model", "list_models", "routes"]
 
@@ -61,7 +65,7 @@ def upstream_error(
 def _add_cost(body: dict[str, Any], result: CallResult) -> None:
     # Some gateways report cost in usage; the exact decimal is in the header.
     if result.cost_usd is not None and isinstance(body.get("usage"), dict):
-        body["usage"]["cost"] = float(result.cost_usd)
+        body["usage"]["cost"] = decimal_json(result.cost_usd)
 
 
 class ChatStream:
@@ -135,6 +139,8 @@ async def chat_completions(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     svc, caller = await authenticate(request)
     payload = parse_json_object(await read_body(request, svc.settings.max_body_bytes))
+    if (encoding := encoding_needed(payload.get("input"), "input")) is not None:
+        await asyncio.to_thread(load_encoding, encoding)  # token ids: parse the table off-loop
     emb = embeddings_request_to_gemini(payload)
     model = _model_id(emb.model)
     call = await svc.pipeline.admit(

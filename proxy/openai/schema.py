@@ -17,7 +17,7 @@ from proxy.errors import BadRequest
 from proxy.openai.validate import opt_object, req_object, req_str
 from proxy.wire.gemini import GenerationConfig
 
-__all__ = ["json_schema_for_gemini", "response_format_to_gemini"]
+__all__ = ["json_schema_for_gemini", "response_format_to_gemini", "text_format_to_gemini"]
 
 
 def json_schema_for_gemini(schema: Any, param: str) -> dict[str, Any]:
@@ -28,26 +28,34 @@ def json_schema_for_gemini(schema: Any, param: str) -> dict[str, Any]:
 
 def response_format_to_gemini(value: Any) -> GenerationConfig:
     """The generationConfig keys for OpenAI's ``response_format`` (empty for ``text``)."""
-    fmt = opt_object(value, "response_format")
+    return _format(value, "response_format", flat=False)
+
+
+def text_format_to_gemini(value: Any, param: str = "text.format") -> GenerationConfig:
+    """The same for the Responses API's ``text.format``, where ``name`` and ``schema`` sit
+    beside ``type`` instead of under ``json_schema``."""
+    return _format(value, param, flat=True)
+
+
+def _format(value: Any, param: str, *, flat: bool) -> GenerationConfig:
+    fmt = opt_object(value, param)
     if fmt is None:
         return {}
-    kind = req_str(fmt.get("type"), "response_format.type")
+    kind = req_str(fmt.get("type"), f"{param}.type")
     if kind == "text":
         return {}
     if kind == "json_object":
         return {"responseMimeType": "application/json"}
     if kind == "json_schema":
-        spec: Mapping[str, Any] = req_object(fmt.get("json_schema"), "response_format.json_schema")
-        req_str(spec.get("name"), "response_format.json_schema.name", non_empty=True)
+        p = param if flat else f"{param}.json_schema"
+        spec: Mapping[str, Any] = fmt if flat else req_object(fmt.get("json_schema"), p)
+        req_str(spec.get("name"), f"{p}.name", non_empty=True)
         config: GenerationConfig = {"responseMimeType": "application/json"}
         if spec.get("schema") is not None:
-            config["responseJsonSchema"] = json_schema_for_gemini(
-                spec["schema"], "response_format.json_schema.schema"
-            )
+            config["responseJsonSchema"] = json_schema_for_gemini(spec["schema"], f"{p}.schema")
         return config
     raise BadRequest(
-        f"Invalid 'response_format.type': {kind!r}; expected 'text', 'json_object' or "
-        "'json_schema'.",
-        param="response_format.type",
+        f"Invalid '{param}.type': {kind!r}; expected 'text', 'json_object' or 'json_schema'.",
+        param=f"{param}.type",
         code="invalid_value",
     )

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, cast
 
+from proxy.formats import decimal_json
 from proxy.openai.chat import completion_usage, finish_reason, split_parts
-from proxy.openai.errors import UpstreamStreamError, openai_error_from_gemini
+from proxy.openai.errors import check_stream_event
 from proxy.openai.tool_ids import new_tool_call_id
 from proxy.usage import Usage
 from proxy.wire.openai import (
@@ -73,13 +75,7 @@ class ChatStreamTranslator:
 
     def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Chunks for one parsed upstream event; raises UpstreamStreamError on an error event."""
-        error = event.get("error")
-        if error is not None:
-            code = error.get("code") if isinstance(error, Mapping) else None
-            status = code if isinstance(code, int) and 400 <= code < 600 else 500
-            raise UpstreamStreamError(
-                *openai_error_from_gemini(status, error if isinstance(error, Mapping) else None)
-            )
+        check_stream_event(event)
         metadata = event.get("usageMetadata")
         if isinstance(metadata, Mapping):
             self._usage_md = metadata
@@ -99,8 +95,9 @@ class ChatStreamTranslator:
                 finishes.append(self._finish(0, state, "content_filter"))
         return [cast(dict[str, Any], self._chunk(c)) for c in (deltas, finishes) if c]
 
-    def finish(self) -> list[dict[str, Any]]:
-        """Trailing chunks once the upstream stream ended cleanly; idempotent."""
+    def finish(self, cost: Decimal | None = None) -> list[dict[str, Any]]:
+        """Trailing chunks once the upstream stream ended cleanly; idempotent. ``cost``, the
+        call's priced cost when the caller has it, goes in the usage chunk as ``usage.cost``."""
         if self._closed:
             return []
         self._closed = True
@@ -118,6 +115,8 @@ class ChatStreamTranslator:
         if self._include_usage:
             chunk = self._chunk([])
             chunk["usage"] = completion_usage(self.usage or Usage())
+            if cost is not None:
+                chunk["usage"]["cost"] = decimal_json(cost)
             chunks.append(chunk)
         return [cast(dict[str, Any], c) for c in chunks]
 

@@ -64,11 +64,11 @@ def is_gemini3(model: str) -> bool:
     return _model_id(model).startswith("gemini-3")
 
 
-def _from_effort(effort: str, model: str) -> ThinkingConfig:
+def _from_effort(effort: str, model: str, param: str) -> ThinkingConfig:
     if effort not in _BUDGETS:
         raise BadRequest(
-            f"Invalid 'reasoning_effort': {effort!r}; expected one of {', '.join(_BUDGETS)}.",
-            param="reasoning_effort",
+            f"Invalid '{param}': {effort!r}; expected one of {', '.join(_BUDGETS)}.",
+            param=param,
             code="invalid_value",
         )
     if is_gemini3(model):
@@ -107,17 +107,22 @@ def _from_google(spec: Mapping[str, Any], param: str) -> ThinkingConfig:
 
 
 def thinking_config(
-    effort: Any, google_thinking: Any, google_param: str, model: str
+    effort: Any,
+    google_thinking: Any,
+    google_param: str,
+    model: str,
+    effort_param: str = "reasoning_effort",
 ) -> ThinkingConfig | None:
-    """The ``thinkingConfig`` for the request, or None to leave the model's default."""
-    level = opt_str(effort, "reasoning_effort")
+    """The ``thinkingConfig`` for the request, or None to leave the model's default.
+    ``effort_param`` names the effort in a 400 (``reasoning.effort`` on the Responses API)."""
+    level = opt_str(effort, effort_param)
     spec = opt_object(google_thinking, google_param)
     if level is not None and spec is not None:
         raise BadRequest(
-            f"Set either 'reasoning_effort' or '{google_param}', not both.",
-            param="reasoning_effort",
+            f"Set either '{effort_param}' or '{google_param}', not both.",
+            param=effort_param,
             code="invalid_value",
         )
     if spec is not None:
         return _from_google(spec, google_param)
-    return None if level is None else _from_effort(level, model)
+    return None if level is None else _from_effort(level, model, effort_param)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from ..errors import TransportError
+from ..formats import decimal_text
 from ..metering.meter import CallMeter
 from ..sse import EventDecoder, parse_event
 from ..streaming import Outcome, WatchedStream
@@ -47,7 +48,7 @@ def meter_headers(call: MeteredCall, result: CallResult) -> dict[str, str]:
     headers = call.quota_headers
     headers[OVERHEAD_HEADER] = f"{result.overhead_ms:.3f}"
     if result.cost_usd is not None:
-        headers[COST_HEADER] = str(result.cost_usd)
+        headers[COST_HEADER] = decimal_text(result.cost_usd)
     return headers
 
 

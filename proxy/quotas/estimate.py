@@ -1,6 +1,6 @@
 """A call's worst case before it goes upstream: prompt tokens, maximum output, maximum cost.
 
-The prompt is estimated at 4 characters a token, rounded up (proxy.metering.estimate), over
+The prompt is estimated at 4 characters a token, rounded up (proxy.estimate), over
 every string that reaches the model — text, system instruction, tool declarations, function
 calls and responses — plus an allowance per media part. The output is bounded by the request's
 ``maxOutputTokens`` (Gemini stops there, thoughts included) times ``candidateCount``, else by

@@ -15,6 +15,7 @@ from decimal import ROUND_CEILING, Decimal
 from fnmatch import translate
 from typing import Any, Literal, get_args
 
+from ..formats import decimal_text
 from ..model_ids import ModelId
 from ..pricing.catalog import normalize_model
 
@@ -217,7 +218,7 @@ class Policy:
             "key": self.key_prefix,
             "mode": self.mode,
             "period": self.period,
-            "budget_usd": None if self.budget_usd is None else str(self.budget_usd),
+            "budget_usd": None if self.budget_usd is None else decimal_text(self.budget_usd),
             "tokens": self.tokens,
             "rpm": self.rpm,
             "tpm": self.tpm,
@@ -261,10 +262,10 @@ class LimitStatus:
             "limit": self.limit,
             "mode": self.mode,
             "period": self.period,
-            "limit_value": str(self.limit_value),
-            "used": str(self.used),
-            "reserved": str(self.reserved),
-            "remaining": str(self.remaining),
+            "limit_value": decimal_text(self.limit_value),
+            "used": decimal_text(self.used),
+            "reserved": decimal_text(self.reserved),
+            "remaining": decimal_text(self.remaining),
             "ratio": round(self.ratio, 6),
             "resets_at": utc(self.resets_at).isoformat(),
         }

@@ -127,6 +127,7 @@ class CompletionUsage(TypedDict):
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
     completion_tokens_details: CompletionTokensDetails
+    cost: NotRequired[Any]  # USD as a JSON number in positional notation (orjson.Fragment)
 
 
 class ChatCompletion(TypedDict):
