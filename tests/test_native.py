@@ -175,7 +175,7 @@ def test_each_way_to_send_the_tenant_key(proxy: RunningProxy, how: str) -> None:
     [up] = proxy.fake.calls("generateContent")
     assert up.headers["x-goog-api-key"] == UPSTREAM_KEY
     assert "authorization" not in up.headers
-    assert up.query == {"foo": "bar"}  # other parameters pass; the client's key does not
+    assert up.query == {}  # neither the client's key nor a parameter off the allow-list
 
 
 @pytest.mark.parametrize("key", [None, "gm-not-a-real-key"])

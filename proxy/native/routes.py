@@ -25,6 +25,7 @@ from ..httputil import forward_headers, parse_json_object, read_body, reply_head
 from ..metering.call import CallMeter
 from ..metering.estimate import estimate_text_tokens, request_text
 from ..metering.usage import Usage
+from ..redact import StreamScrubber, scrub_bytes
 from ..sse import EventDecoder, JsonArrayDecoder, SSEDecoder, parse_event
 from ..streaming import WatchedStream
 from ..upstream import UpstreamResponse
@@ -40,6 +41,18 @@ METHODS = frozenset(
         "batchEmbedContents",
     }
 )
+# Query parameters the upstream may see, per operation: the one allow-list. Everything else is
+# dropped, Google's system parameters first of all — ``fields``/``$fields`` (a partial reply
+# could leave out usageMetadata: a call billed $0), ``prettyPrint``, ``callback``, ``$alt``,
+# ``quotaUser`` — and the client's own ``key`` never goes upstream.
+QUERY_ALLOWED: dict[str, frozenset[str]] = {
+    "streamGenerateContent": frozenset({"alt"}),
+    "listModels": frozenset({"pageSize", "pageToken", "filter"}),
+}
+# ``alt`` picks the framing the proxy must read usage from: JSON (the default) or, on a
+# stream, SSE. Anything else (``proto``, ``media``) would make usage unreadable: refused.
+_ALT = {"streamGenerateContent": frozenset({"sse", "json"})}
+
 # A model id is one path segment of safe characters: nothing that could climb or leave the
 # upstream path the proxy means to call (no '/', no '..' prefix, no scheme, no '%').
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -66,15 +79,23 @@ def _version(request: Request) -> str:
     return "v1beta" if request.url.path.startswith("/v1beta/") else "v1"
 
 
-def _params(request: Request) -> list[tuple[str, str]]:
-    # The client's own key never goes upstream; every other query parameter does.
-    return [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
+def upstream_params(request: Request, operation: str) -> list[tuple[str, str]]:
+    """The request's query parameters the upstream may see for ``operation`` (QUERY_ALLOWED)."""
+    alts = set(request.query_params.getlist("alt"))
+    accepted = _ALT.get(operation, frozenset({"json"}))
+    if alts - accepted or len(alts) > 1:
+        shown = ", ".join(sorted(repr(a[:20]) for a in alts))
+        also = " or SSE (alt=sse)" if "sse" in accepted else ""
+        raise BadRequest(f"Unsupported alt ({shown}): this route answers JSON{also}.")
+    allowed = QUERY_ALLOWED.get(operation, frozenset())
+    return [(k, v) for k, v in request.query_params.multi_items() if k in allowed]
 
 
 async def call_model(request: Request) -> Response:
     version = _version(request)
     model, method = parse_target(request.path_params["target"])
     svc, key = await authenticate(request)
+    params = upstream_params(request, method)
     body = await read_body(request, svc.settings.max_body_bytes)
     payload = parse_json_object(body)
     streamed = method == "streamGenerateContent"
@@ -89,7 +110,7 @@ async def call_model(request: Request) -> Response:
         meter,
         "POST",
         f"/{version}/models/{model}:{method}",
-        params=_params(request),
+        params=params,
         content=body,
         headers=forward_headers(request.headers),
         stream=streamed,
@@ -117,12 +138,16 @@ async def finish_plain(reply: UpstreamResponse, meter: CallMeter) -> Response:
     headers[OVERHEAD_HEADER] = f"{result.overhead_ms:.3f}"
     if result.cost_usd is not None:
         headers[COST_HEADER] = str(result.cost_usd)
-    return Response(content, status_code=status, headers=headers)
+    # Google quotes the key in some error messages: no byte of it reaches the client.
+    return Response(scrub_bytes(content), status_code=status, headers=headers)
 
 
 async def _forward(
     reply: UpstreamResponse, meter: CallMeter, decoder: EventDecoder
 ) -> AsyncIterator[bytes]:
+    # The bytes go out as they came, less any key an error event quotes (even one the
+    # network split over two chunks: the scrubber holds back a tail that may begin one).
+    scrubber = StreamScrubber()
     try:
         async for chunk in reply.aiter_bytes():
             meter.first_byte()
@@ -132,17 +157,21 @@ async def _forward(
                     if "error" in event:
                         meter.error_class = "upstream_stream_error"
                     meter.observe(event)
-            yield chunk
+            if out := scrubber.feed(chunk):
+                yield out
     except httpx.TransportError as exc:
         # Nothing can be said to the client once the status went out; the row tells.
         meter.error_class = f"upstream_{type(exc).__name__}"
+    if tail := scrubber.flush():
+        yield tail
 
 
 async def list_models(request: Request) -> Response:
     version = _version(request)
     svc, key = await authenticate(request)
+    params = upstream_params(request, "listModels")
     meter = svc.metering.open(key, route="native", operation="listModels", model="*")
-    reply = await send_metered(svc, meter, "GET", f"/{version}/models", params=_params(request))
+    reply = await send_metered(svc, meter, "GET", f"/{version}/models", params=params)
     return await finish_plain(reply, meter)
 
 
@@ -151,12 +180,11 @@ async def get_model(request: Request) -> Response:
     model = request.path_params["model"]
     check_model_id(model)
     svc, key = await authenticate(request)
+    params = upstream_params(request, "getModel")
     meter = await open_meter(
         svc, key, route="native", operation="getModel", model=model, request={}
     )
-    reply = await send_metered(
-        svc, meter, "GET", f"/{version}/models/{model}", params=_params(request)
-    )
+    reply = await send_metered(svc, meter, "GET", f"/{version}/models/{model}", params=params)
     return await finish_plain(reply, meter)
 
 

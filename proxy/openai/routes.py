@@ -29,6 +29,7 @@ from ..metering.estimate import estimate_text_tokens
 from ..metering.usage import Usage
 from ..native.routes import check_model_id
 from ..pricing.catalog import normalize_model
+from ..redact import scrub_bytes
 from ..sse import SSEDecoder, encode_sse, parse_event
 from ..streaming import WatchedStream
 from ..upstream import UpstreamResponse
@@ -47,7 +48,9 @@ _MAX_MODEL_PAGES = 20
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers={**_JSON, **(headers or {})})
+    # Every body here carries what the upstream said: no key-shaped string gets through.
+    content = scrub_bytes(orjson.dumps(body))
+    return Response(content, status_code=status, headers={**_JSON, **(headers or {})})
 
 
 def _model_id(model: str) -> str:
@@ -137,10 +140,10 @@ async def _translate_stream(
                     # An error after the 200 went out: tell the client in-band and stop.
                     meter.error_class = "upstream_stream_error"
                     out.append(encode_sse(exc.body))
-                    yield b"".join(out)
+                    yield scrub_bytes(b"".join(out))
                     return
             if out:
-                yield b"".join(out)
+                yield scrub_bytes(b"".join(out))
     except httpx.TransportError as exc:
         meter.error_class = f"upstream_{type(exc).__name__}"
         yield encode_sse(
