@@ -151,6 +151,8 @@ def create_app(settings: Settings, *, svc: Services | None = None) -> Starlette:
     )
     _install_error_handlers(admin)
     app.mount("/admin", Deadline(admin, settings.database_request_timeout))
+    if svc is not None:  # known now: usable before (or without) the lifespan
+        app.state.services = admin.state.services = svc
     app.add_middleware(ServerMiddleware)
     _install_error_handlers(app)
     return app

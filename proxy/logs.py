@@ -7,6 +7,7 @@ the database drivers', tracebacks included. The rules are :func:`proxy.redact.re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -25,15 +26,15 @@ def redact_record(record: logging.LogRecord) -> None:
         return
     clean = redact(message)
     if clean != message:
-        args = record.args
-        if isinstance(args, tuple) and all(isinstance(a, str | int | float) for a in args):
-            # Keep the shape (formatters such as uvicorn's unpack args): redact piece by piece.
-            record.msg = redact(record.msg) if isinstance(record.msg, str) else record.msg
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
-            if record.getMessage() != clean:
-                record.msg, record.args = clean, None
-        else:
-            record.msg, record.args = clean, None
+        template, args = record.msg, record.args
+        record.msg, record.args = clean, None
+        if isinstance(template, str) and isinstance(args, tuple):
+            # Keep the shape when the arguments alone held the secrets (formatters such as
+            # uvicorn's unpack them): redacted one by one, if that gives the same line.
+            shaped = tuple(redact(a) if isinstance(a, str) else a for a in args)
+            with contextlib.suppress(TypeError, ValueError):
+                if template % shaped == clean:
+                    record.msg, record.args = template, shaped
     if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
         record.exc_text = redact(_FORMATTER.formatException(record.exc_info))
     if record.stack_info:

@@ -171,6 +171,6 @@ def _holds_secret(raw: str) -> bool:
 
 def redact(text: str) -> str:
     """A log line with credential query parameters and every secret replaced."""
-    if "?" in text and "=" in text:
+    if "?" in text:
         text = _QUERY.sub(lambda m: "?" + redact_query(m.group()[1:]), text)
     return scrub(text)

@@ -264,7 +264,11 @@ def create_admin_app() -> FastAPI:
     async def delete_quota(
         name: TenantP, svc: AdminDep, session: SessionDep, key: KeyRefQ = None
     ) -> Response:
-        if not await delete_policy(session, name, key):
+        try:
+            deleted = await delete_policy(session, name, key)
+        except QuotaPolicyError as exc:  # no such tenant, or no such key of it
+            raise NotFound(str(exc), code="policy_not_found") from None
+        if not deleted:
             raise NotFound(f"No quota policy for {name!r}.", code="policy_not_found")
         await session.commit()
         if svc.quotas is not None:
