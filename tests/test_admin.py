@@ -286,8 +286,10 @@ def test_bad_admin_input_is_a_4xx_in_the_envelope(
 ) -> None:
     p = start_proxy(pg_url)
     content = None if body is None else _dumps(body)
-    r = httpx.request(method, f"{p.url}/admin{path}", headers=ADMIN, content=content)
+    headers = ADMIN | {"content-type": "application/json"}
+    r = httpx.request(method, f"{p.url}/admin{path}", headers=headers, content=content)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert "Field required" not in r.text  # the body was read: the case is what it says
     err = r.json()["error"]
     assert err["message"] and err["type"] in ("invalid_request_error", "not_found_error")
 
