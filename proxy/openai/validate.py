@@ -94,19 +94,21 @@ def opt_text(value: Any, param: str, *, max_length: int) -> str | None:
     if text is None:
         return None
     if len(text) > max_length:
-        raise BadRequest(
-            f"Invalid '{param}': string too long. Expected a string with maximum length "
-            f"{max_length}, but got a string with length {len(text)} instead.",
-            param=param,
-            code="string_above_max_length",
+        raise _invalid(
+            param,
+            f"string too long. Expected a string with maximum length {max_length}, but got a "
+            f"string with length {len(text)} instead.",
+            "string_above_max_length",
         )
     if "\x00" in text or not _encodable(text):
-        raise BadRequest(
-            f"Invalid '{param}': it must not contain NUL characters or unpaired surrogates.",
-            param=param,
-            code="invalid_value",
+        raise _invalid(
+            param, "it must not contain NUL characters or unpaired surrogates.", "invalid_value"
         )
     return text
+
+
+def _invalid(param: str, message: str, code: str) -> BadRequest:
+    return BadRequest(f"Invalid '{param}': {message}", param=param, code=code)
 
 
 def _encodable(text: str) -> bool:
@@ -140,17 +142,11 @@ def opt_int(
         raise _wrong(param, "an integer", value)
     lowest = INT32_MIN if minimum is None else minimum
     if number < lowest:
-        raise BadRequest(
-            f"Invalid '{param}': {_short(number)} is less than the minimum of {lowest}.",
-            param=param,
-            code="integer_below_min_value",
-        )
+        message = f"{_short(number)} is less than the minimum of {lowest}."
+        raise _invalid(param, message, "integer_below_min_value")
     if number > maximum:
-        raise BadRequest(
-            f"Invalid '{param}': {_short(number)} is greater than the maximum of {maximum}.",
-            param=param,
-            code="integer_above_max_value",
-        )
+        message = f"{_short(number)} is greater than the maximum of {maximum}."
+        raise _invalid(param, message, "integer_above_max_value")
     return number
 
 
