@@ -101,10 +101,12 @@ class KeyCache:
         known = self._known.get(digest)
         if known is not None:
             known.used = now
-            if now - known.loaded < self._ttl or not self._healthy:
-                info: KeyInfo | None = known.info  # fresh, or the best there is in an outage
-            else:
-                info = await self._lookup(digest, known)
+            info: KeyInfo | None = known.info
+            if now - known.loaded >= self._ttl:
+                if self._healthy:
+                    info = await self._lookup(digest, known)
+                else:  # an outage: the last good answer now, and ask again in the background
+                    self._start_load(digest)
         elif now - self._unknown.get(digest, -self._ttl) < self._ttl:
             info = None
         else:
@@ -117,10 +119,7 @@ class KeyCache:
 
     async def _lookup(self, digest: str, known: _Known | None) -> KeyInfo | None:
         """Ask the database, waiting at most ``lookup_timeout``; stale-if-error."""
-        task = self._pending.get(digest)
-        if task is None and len(self._pending) < MAX_PENDING:
-            task = self._pending[digest] = asyncio.create_task(self._load(digest))
-            task.add_done_callback(lambda t: self._done(digest, t))
+        task = self._start_load(digest)
         try:
             if task is None:
                 raise TimeoutError("too many key lookups waiting on the database")
@@ -136,6 +135,14 @@ class KeyCache:
                 "The proxy cannot check API keys right now; retry shortly.",
                 headers={"Retry-After": "1"},
             ) from None
+
+    def _start_load(self, digest: str) -> asyncio.Task[KeyInfo | None] | None:
+        """The one query for ``digest`` in flight, started if need be (None: too many)."""
+        task = self._pending.get(digest)
+        if task is None and len(self._pending) < MAX_PENDING:
+            task = self._pending[digest] = asyncio.create_task(self._load(digest))
+            task.add_done_callback(lambda t: self._done(digest, t))
+        return task
 
     async def _load(self, digest: str) -> KeyInfo | None:
         async with asyncio.timeout(REFRESH_TIMEOUT):  # never a pooled connection held for long

@@ -113,3 +113,33 @@ def test_a_revoked_key_stops_working_within_the_ttl_without_request_path_reads(
     run_sync(revoke)
     time.sleep(0.6)  # two refresh rounds
     assert httpx.post(url, headers=headers, json=BODY).status_code == 401
+
+
+def test_without_a_cache_an_outage_serves_known_keys_and_ends(
+    start_proxy: Callable[..., RunningProxy], pg_line: tuple[TcpCut, str], pg_url: str
+) -> None:
+    """``GEMINI_METER_KEY_CACHE_TTL=0``: every request asks the database — in an outage the last
+    good answer serves, and once the database is back a revocation is seen again."""
+    line, via = pg_line
+    p = start_proxy(via, key_cache_ttl=0.0, key_lookup_timeout=0.5)
+    url = f"{p.url}/v1beta/models/gemini-2.5-flash:generateContent"
+    headers = {"x-goog-api-key": p.key}
+    with httpx.Client(timeout=CLIENT_TIMEOUT) as client:
+        assert client.post(url, headers=headers, json=BODY).status_code == 200
+        line.cut()
+        try:
+            for _ in range(3):
+                assert client.post(url, headers=headers, json=BODY).status_code == 200
+        finally:
+            line.restore()
+
+        async def revoke() -> None:
+            engine = make_engine(pg_url)
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(update(ApiKey).values(revoked_at=ApiKey.created_at))
+            finally:
+                await engine.dispose()
+
+        run_sync(revoke)
+        wait_for(lambda: client.post(url, headers=headers, json=BODY).status_code == 401)
