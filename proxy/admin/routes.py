@@ -82,7 +82,7 @@ NAME_LENGTH = 128  # tenants.name, api_keys.name, usage_events.model
 KEY_REF_LENGTH = 32  # a key id or display prefix
 DB_INT_MAX = 2**63 - 1
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_LENGTH, pattern=NO_NUL)]
+Text = Annotated[str, StringConstraints(max_length=NAME_LENGTH, pattern=NO_NUL)]
 KeyRef = Annotated[str, StringConstraints(min_length=1, max_length=KEY_REF_LENGTH, pattern=NO_NUL)]
 TenantP = Annotated[str, Path(min_length=1, max_length=NAME_LENGTH, pattern=NO_NUL)]
 KeyP = Annotated[str, Path(min_length=1, max_length=KEY_REF_LENGTH, pattern=NO_NUL)]
@@ -115,7 +115,7 @@ class TenantOut(BaseModel):
 
 
 class KeyIn(BaseModel):
-    name: Name | None = None
+    name: Text | None = None
 
 
 class KeyOut(BaseModel):
@@ -150,7 +150,7 @@ class QuotaIn(BaseModel):
     tokens: Count = Field(default=None, description="Token quota per period.")
     rpm: Count = None
     tpm: Count = None
-    allowed_models: list[Name] | None = Field(
+    allowed_models: list[Text] | None = Field(
         default=None, max_length=1000, description="Allowed model ids (globs); [] allows none."
     )
     mode: Literal["hard", "soft"] = "hard"
