@@ -22,8 +22,9 @@ log = logging.getLogger("gemini_meter.auth")
 # Keys used within this window are kept fresh in the background; an idle key is looked up
 # again (bounded by the lookup timeout) when it comes back.
 REFRESH_WINDOW = 300.0
-# A background refresh gives up after this long (the database hangs): the next one retries.
-REFRESH_TIMEOUT = 10.0
+# A lookup for one key gives up after this long (a request stops waiting for it much sooner,
+# but its answer, if it comes, is still cached).
+LOAD_TIMEOUT = 10.0
 # Known keys unused this long are forgotten (memory); unknown keys are capped in number.
 FORGET_AFTER = 86_400.0
 MAX_UNKNOWN = 100_000
@@ -79,6 +80,7 @@ class KeyCache:
         self._pending: dict[str, asyncio.Task[KeyInfo | None]] = {}
         self._healthy = True  # the last database answer (lookup or refresh) was a good one
         self._refresher: asyncio.Task[None] | None = None
+        self._refreshing: float | None = None  # when the refresh in flight started
 
     def start(self) -> None:
         if self._refresher is None and self._ttl > 0:
@@ -103,10 +105,11 @@ class KeyCache:
             known.used = now
             info: KeyInfo | None = known.info
             if now - known.loaded >= self._ttl:
-                if self._healthy:
+                if self._healthy and self._refreshing is None:
                     info = await self._lookup(digest, known)
-                else:  # an outage: the last good answer now, and ask again in the background
+                elif not self._healthy:  # an outage: the last answer, and ask again meanwhile
                     self._start_load(digest)
+                # (else a background refresh is late, the database slow: the last answer too)
         elif now - self._unknown.get(digest, -self._ttl) < self._ttl:
             info = None
         else:
@@ -145,7 +148,7 @@ class KeyCache:
         return task
 
     async def _load(self, digest: str) -> KeyInfo | None:
-        async with asyncio.timeout(REFRESH_TIMEOUT):  # never a pooled connection held for long
+        async with asyncio.timeout(LOAD_TIMEOUT):  # never a pooled connection held for long
             async with self._sessionmaker() as session:
                 found = await lookup_keys(session, [digest])
         self._remember(found, [digest])
@@ -197,8 +200,16 @@ class KeyCache:
             for d, k in self._known.items()
             if now - k.used < REFRESH_WINDOW and now - k.loaded >= self._ttl / 2
         ]
-        async with asyncio.timeout(REFRESH_TIMEOUT):
-            for chunk in insert_chunks(due):
-                async with self._sessionmaker() as session:
-                    found = await lookup_keys(session, chunk)
-                self._remember(found, list(chunk))
+        if not due:
+            return
+        self._refreshing = now
+        try:
+            # As long as a request would wait for one key: past it the database is unhealthy,
+            # and requests stop even trying until it answers again.
+            async with asyncio.timeout(max(self._lookup_timeout, self._ttl)):
+                for chunk in insert_chunks(due):
+                    async with self._sessionmaker() as session:
+                        found = await lookup_keys(session, chunk)
+                    self._remember(found, list(chunk))
+        finally:
+            self._refreshing = None
