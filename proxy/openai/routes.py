@@ -17,7 +17,7 @@ from ..formats import decimal_json
 from ..httputil import parse_json_object, read_body
 from ..metering.meter import CallMeter
 from ..model_ids import ANY_MODEL, ModelId, model_id
-from ..pipeline import CallResult, fail, finish, meter_headers, stream
+from ..pipeline import CallResult, fail, finish, meter_headers, read_whole, stream
 from ..services import authenticate
 from ..sse import SSEDecoder, encode_sse, parse_event
 from ..upstream import UpstreamResponse
@@ -158,7 +158,7 @@ async def embeddings(request: Request) -> Response:
         )  # fmt: skip
         if reply.status_code != 200:
             return await fail(call, reply, upstream_error)
-        vectors.extend((parse_event(reply.content) or {}).get("embeddings") or [])
+        vectors.extend((parse_event(await read_whole(reply)) or {}).get("embeddings") or [])
     try:
         body = gemini_embeddings_to_openai({"embeddings": vectors}, emb, prompt_tokens=tokens)
     except ProxyError as exc:  # a malformed upstream reply: metered as what the client got
@@ -177,7 +177,7 @@ async def list_models(request: Request) -> Response:
         reply = await call.send("GET", "/v1beta/models", params=params)
         if reply.status_code != 200:
             return await fail(call, reply, upstream_error)
-        page = parse_event(reply.content) or {}
+        page = parse_event(await read_whole(reply)) or {}
         models.extend(page.get("models") or [])
         token = page.get("nextPageToken")
         if not isinstance(token, str) or not token:
@@ -197,7 +197,7 @@ async def get_model(request: Request) -> Response:
     if reply.status_code != 200:
         return await fail(call, reply, upstream_error)
     call.close(200)
-    return _json(gemini_model_to_openai(parse_event(reply.content) or {}))
+    return _json(gemini_model_to_openai(parse_event(await read_whole(reply)) or {}))
 
 
 def routes() -> list[BaseRoute]:
