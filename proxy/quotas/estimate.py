@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, replace
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from ..metering.estimate import CHARS_PER_TOKEN
 from ..metering.usage import Usage
 from ..pricing.catalog import Catalog
 from ..pricing.cost import PricingError, compute_cost
+from ..pricing.prices import ModelPrice
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
@@ -64,6 +65,7 @@ _STRUCTURE = frozenset(
     }
 )  # fmt: skip
 _INLINE = frozenset({"inlineData", "inline_data"})
+_USD_QUANTUM = Decimal("1e-10")
 _FILE = frozenset({"fileData", "file_data"})
 
 
@@ -134,33 +136,77 @@ def max_output_tokens(body: Mapping[str, Any], cap: int | None, operation: str) 
     return per_candidate * (_positive_int(config, "candidateCount", "candidate_count") or 1)
 
 
+@dataclass(frozen=True, slots=True)
+class _Rates:
+    """USD per token of one price in one tier, exact; None where the price cannot bill it."""
+
+    nothing: bool  # an empty call can be priced (at $0): False for media-priced models
+    text_in: Decimal | None  # a prompt token, text (or whatever the input rate covers)
+    audio_in: Decimal | None  # a prompt token of inline audio
+    out: Decimal | None  # an output token at the dearest output rate the model has
+
+
+_RATES: dict[tuple[object, ...], _Rates] = {}
+
+
+def _exact(usage: Usage, price: ModelPrice) -> Decimal | None:
+    try:
+        return sum((line.usd for line in compute_cost(usage, price).lines), Decimal(0))
+    except PricingError:
+        return None
+
+
+def _rates(price: ModelPrice, long: bool) -> _Rates:
+    """A call's cost is linear in its token counts within a tier (discounts included), so the
+    cost engine itself, asked once per price and tier, gives the rates of the worst case."""
+    key = (price.id, price.price_list, price.price_version, price.effective_from,
+           price.discount, long)  # fmt: skip
+    rates = _RATES.get(key)
+    if rates is not None:
+        return rates
+    n = (price.long_context_threshold or 0) + 1 if long else 1  # a prompt in this tier
+    bases = [Usage(prompt_tokens=n), Usage(prompt_tokens=n, prompt_audio_tokens=n)]
+    text, audio = (_exact(u, price) for u in bases)
+    outs = []
+    for base, cost in zip(bases, (text, audio), strict=True):
+        if cost is None:
+            continue
+        for kinds in ({"output_tokens": 1}, {"thinking_tokens": 1},
+                      {"output_tokens": 1, "output_audio_tokens": 1},
+                      {"output_tokens": 1, "output_image_tokens": 1}):  # fmt: skip
+            more = _exact(replace(base, **kinds), price)
+            if more is not None:  # a rate this model lacks: an output it cannot produce
+                outs.append(more - cost)
+        break
+    rates = _RATES[key] = _Rates(
+        _exact(Usage(), price) is not None,
+        None if text is None else text / n,
+        None if audio is None else audio / n,
+        max(outs) if outs else None,
+    )
+    return rates
+
+
 def _worst_cost(catalog: Catalog, model: str, prompt: int, audio: int, out: int) -> Decimal | None:
+    """The dearest way the call could be billed: its prompt as text, or with its audio part
+    as audio; its output at the dearest output rate; rounded up to the ledger's 1e-10 USD."""
     price = catalog.resolve(model)
     if price is None:
         return None
-    inputs = [Usage(prompt_tokens=prompt, prompt_audio_tokens=audio), Usage(prompt_tokens=prompt)]
-    outputs = [
-        Usage(output_tokens=out),
-        Usage(thinking_tokens=out),
-        Usage(output_tokens=out, output_audio_tokens=out),
-        Usage(output_tokens=out, output_image_tokens=out),
-    ]
-    costs = []
-    for i in inputs:
-        for o in outputs:
-            usage = Usage(
-                prompt_tokens=i.prompt_tokens,
-                prompt_audio_tokens=i.prompt_audio_tokens,
-                output_tokens=o.output_tokens,
-                thinking_tokens=o.thinking_tokens,
-                output_audio_tokens=o.output_audio_tokens,
-                output_image_tokens=o.output_image_tokens,
-            )
-            try:
-                costs.append(compute_cost(usage, price).usd)
-            except PricingError:
-                continue  # a rate this model lacks is an output it cannot produce
-    return max(costs) if costs else None
+    threshold = price.long_context_threshold
+    r = _rates(price, threshold is not None and prompt > threshold)
+    if not r.nothing or (out and r.out is None):
+        return None
+    text = prompt - audio
+    inputs: list[Decimal] = []
+    if not prompt or r.text_in is not None:
+        inputs.append(prompt * (r.text_in or Decimal(0)))
+    if audio and r.audio_in is not None and (not text or r.text_in is not None):
+        inputs.append(text * (r.text_in or Decimal(0)) + audio * r.audio_in)
+    if not inputs:
+        return None
+    worst = max(inputs) + (out * r.out if out and r.out is not None else 0)
+    return Decimal(worst).quantize(_USD_QUANTUM, rounding=ROUND_CEILING)
 
 
 def estimate_call(

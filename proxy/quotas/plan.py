@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 from ..errors import QuotaExceeded
 from .estimate import Estimate
 from .policy import (
+    WINDOW_SECONDS,
     LimitName,
     LimitStatus,
+    Period,
     Policy,
     format_reset,
     period_end,
@@ -27,17 +30,18 @@ from .policy import (
     window_end,
     window_index,
 )
-from .store import Charge, ChargeKind, CounterState, Settlement
+from .store import Charge, ChargeKind, CounterState
 
 __all__ = [
     "ADJECTIVE",
+    "CounterId",
     "Line",
     "amount",
     "counter_name",
+    "parse_counter",
     "plan",
     "rate_headers",
     "refusal",
-    "settlements",
     "status_of",
     "window_line",
 ]
@@ -62,6 +66,11 @@ class Line:
     period_start: datetime
     resets_at: datetime
 
+    @property
+    def strict(self) -> bool:
+        """A hard budget or token quota: without its store a call is refused, not admitted."""
+        return self.charge.kind == "hold" and self.limit in ("budget_usd", "tokens")
+
 
 def counter_name(policy: Policy, limit: LimitName, label: str) -> str:
     """``t7:*:budget_usd:m2026-11`` (tenant-wide) or ``t7:k12:rpm:29411234`` (one key).
@@ -72,34 +81,75 @@ def counter_name(policy: Policy, limit: LimitName, label: str) -> str:
     return f"t{policy.tenant_id}:{scope}:{limit}:{label}"
 
 
+@dataclass(frozen=True, slots=True)
+class CounterId:
+    tenant_id: int
+    key_id: int | None
+    limit: str
+    period: str  # day | week | month | minute
+    start: datetime
+    end: datetime
+
+
+def parse_counter(name: str) -> CounterId | None:
+    """What :func:`counter_name` wrote (None for anything else): the tenant, key and period of
+    a counter — all a seed from the ledger needs, even for a batch replayed after a restart."""
+    try:
+        tenant, scope, limit, label = name.split(":")
+        key_id = None if scope == "*" else int(scope.removeprefix("k"))
+        if label.isdigit():
+            start = datetime.fromtimestamp(int(label) * WINDOW_SECONDS, UTC)
+            return CounterId(int(tenant[1:]), key_id, limit, "minute", start,
+                             start + timedelta(seconds=WINDOW_SECONDS))  # fmt: skip
+        period: Period = {"d": "day", "w": "week", "m": "month"}[label[0]]  # type: ignore[assignment]
+        day = datetime.fromisoformat(label[1:] + ("-01" if period == "month" else ""))
+        start = period_start(period, day.replace(tzinfo=UTC))
+        return CounterId(int(tenant[1:]), key_id, limit, period, start, period_end(period, start))
+    except (ValueError, KeyError, IndexError):
+        return None
+
+
+@lru_cache(maxsize=64)
+def _period(period: Period, day: date) -> tuple[str, datetime, datetime]:
+    at = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return period_label(period, at), period_start(period, at), period_end(period, at)
+
+
 def _period_line(
     policy: Policy, limit: LimitName, limit_value: int, amount: int, now: datetime
 ) -> Line:
-    end = period_end(policy.period, now)
+    label, start, end = _period(policy.period, utc(now).date())
     kind: ChargeKind = "hold" if policy.mode == "hard" else "soft"
     charge = Charge(
-        counter_name(policy, limit, period_label(policy.period, now)),
+        counter_name(policy, limit, label),
         kind,
         limit_value,
         amount if kind == "hold" else 0,
         end + PERIOD_GRACE,
     )
-    return Line(policy, limit, charge, policy.period, period_start(policy.period, now), end)
+    return Line(policy, limit, charge, policy.period, start, end)
 
 
 def window_line(policy: Policy, limit: LimitName, now: datetime, amount: int) -> Line:
-    end = window_end(now)
+    index = window_index(now)
+    end = _window_end(index)
     limit_value = policy.rpm if limit == "rpm" else policy.tpm
     assert limit_value is not None
-    name = counter_name(policy, limit, str(window_index(now)))
-    charge = Charge(name, "count", limit_value, amount, end + WINDOW_GRACE)
+    kind: ChargeKind = "count" if limit == "rpm" else "hold"
+    charge = Charge(counter_name(policy, limit, str(index)), kind, limit_value, amount,
+                    end + WINDOW_GRACE)  # fmt: skip
     return Line(policy, limit, charge, "minute", end - timedelta(minutes=1), end)
+
+
+@lru_cache(maxsize=8)
+def _window_end(index: int) -> datetime:
+    return window_end(datetime.fromtimestamp(index * WINDOW_SECONDS, UTC))
 
 
 def plan(
     policies: Sequence[Policy], est: Estimate, worst_units: int | None, now: datetime
 ) -> list[Line]:
-    """The charges a call makes: hard limits hold its worst case, rate limits count it now.
+    """The charges a call makes: hard limits and TPM hold its worst case, RPM counts it.
 
     A call whose cost cannot be estimated (a model the catalog does not price) holds $0: it is
     still refused once the budget is spent, and the ledger records it as unpriced."""
@@ -113,36 +163,14 @@ def plan(
         if p.rpm is not None:
             lines.append(window_line(p, "rpm", now, 1))
         if p.tpm is not None:
-            # The prompt counts now; the output is added when the call settles (see settle).
-            lines.append(window_line(p, "tpm", now, est.prompt_tokens))
+            # Like a hard budget: the prompt and the maximum output are held in the window the
+            # call is admitted in, and replaced by its real tokens when it ends.
+            lines.append(window_line(p, "tpm", now, est.total_tokens))
     return lines
 
 
-def settlements(
-    lines: Sequence[Line], *, window: int, now: datetime, cost_units: int, tokens: int
-) -> list[tuple[Line | None, Settlement]]:
-    """What a finished call adds: its cost and tokens to period counters (releasing holds), and
-    to TPM the difference between its real tokens and the prompt estimate counted at admission
-    — in the admission's window while it lasts, else only what was lacking, in the current one.
-    Each comes with its period line (for thresholds), or None for a rate window."""
-    out: list[tuple[Line | None, Settlement]] = []
-    for line in lines:
-        c = line.charge
-        if line.limit == "tpm":
-            delta = tokens - c.amount
-            if window_index(now) == window:
-                out.append((None, Settlement(c.counter, delta, False, c.expires_at)))
-            elif delta > 0:
-                cur = window_line(line.policy, "tpm", now, 0).charge
-                out.append((None, Settlement(cur.counter, delta, False, cur.expires_at)))
-        elif line.limit in ("budget_usd", "tokens"):
-            add = cost_units if line.limit == "budget_usd" else tokens
-            out.append((line, Settlement(c.counter, add, c.kind == "hold", c.expires_at)))
-    return out
-
-
 def _remaining(charge: Charge, state: CounterState) -> int:
-    held = state.reserved if charge.kind == "hold" else 0
+    held = state.reserved if charge.kind != "soft" else 0
     return max(0, charge.limit - state.used - held)
 
 
@@ -197,8 +225,10 @@ def refusal(
     """The 429 for a call that did not fit: what was reached, by whom, and when to retry."""
     c, p = line.charge, line.policy
     reset = line.resets_at
-    if c.kind == "hold" and state.used + c.amount <= c.limit:
-        reset = min(reset, now + IN_FLIGHT_RETRY)  # only calls in flight stand in the way
+    if c.kind != "soft" and state.used + c.amount <= c.limit:
+        # Only holds stand in the way: calls in flight, other replicas' leases. Both may
+        # settle or go back within a second.
+        reset = min(reset, now + IN_FLIGHT_RETRY)
     at = f"It resets at {utc(line.resets_at).isoformat()}."
     if line.limit in ("budget_usd", "tokens"):
         code = "insufficient_quota"
@@ -222,7 +252,10 @@ def refusal(
             f"used"
         )
         if line.limit == "tpm":
-            message += f"; this call's prompt is about {c.amount:,} tokens"
+            message += (
+                f", {state.reserved:,} held by calls in flight; this call may use up to "
+                f"{c.amount:,} (its prompt and maximum output)"
+            )
         message += f". Retry in {retry_after(reset, now)} s."
     return QuotaExceeded(
         message, code=code, headers={**headers, "Retry-After": str(retry_after(reset, now))}
