@@ -165,7 +165,7 @@ class Account:
                   spend=self.pending, give_back=give_back, force=self.force, drop=self.drop)
         self.sending += self.pending
         self.shrinking += give_back
-        self.pending, self.force = 0, 0
+        self.pending, self.force, self.drop = 0, 0, False
         return d
 
     def dirty(self) -> bool:
