@@ -46,7 +46,9 @@ __all__ = [
     "MULTIPROC_ENV",
     "OPEN_STREAMS",
     "PROXY_OVERHEAD",
+    "QUOTA_PENDING_BATCHES",
     "QUOTA_REJECTIONS",
+    "QUOTA_STORE_ERRORS",
     "QUOTA_THRESHOLD_CROSSINGS",
     "QUOTA_USE_RATIO",
     "REQUESTS",
@@ -160,6 +162,16 @@ QUOTA_REJECTIONS = Counter(
     "Calls refused because a tenant's quota limit was reached, by tenant and limit.",
     ["tenant", "limit"],
 )
+QUOTA_STORE_ERRORS = Counter(
+    "gemini_meter_quota_store_errors_total",
+    "Syncs with the quota store (Redis or the database) that got no answer: unreachable, "
+    "failed or timed out.",
+)
+QUOTA_PENDING_BATCHES = Gauge(
+    "gemini_meter_quota_pending_batches",
+    "Settlement batches sent to the quota store and not yet confirmed (on disk while it fails).",
+    multiprocess_mode="livesum",
+)
 
 # -- ledger -----------------------------------------------------------------------------------
 
@@ -229,6 +241,11 @@ class QuotaMetrics:
 
     def on_refusal(self, status: _LimitStatus) -> None:
         QUOTA_REJECTIONS.labels(status.tenant, _limit_label(status)).inc()
+
+    def on_sync(self, ok: bool, pending: int) -> None:
+        if not ok:
+            QUOTA_STORE_ERRORS.inc()
+        QUOTA_PENDING_BATCHES.set(pending)
 
 
 def _limit_label(status: _LimitStatus) -> str:

@@ -5,11 +5,13 @@ tenants and keys, and services. Also meant for end-to-end tests through the prox
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,14 +175,17 @@ async def service(
     redis_prefix: str | None = None,
     hooks: QuotaHooks | None = None,
     hold_seconds: float = 120.0,
+    spool_dir: Path | None = None,
 ) -> AsyncIterator[QuotaService]:
-    """A QuotaService on store ``kind``, with its own engine (a replica of its own)."""
+    """A QuotaService on store ``kind``, with its own engine (a replica of its own); settlement
+    batches a failing store did not take go to ``spool_dir``/quota (a new temporary one)."""
     engine = make_engine(url)
+    spool = spool_dir or Path(tempfile.mkdtemp(prefix="gm-quota-spool-"))
     try:
         async with open_store(kind, url, redis_prefix) as store:
             svc = await QuotaService.create(
-                Settings(database_url=url), engine, catalog(), clock=clock, hooks=hooks,
-                store=store, hold_seconds=hold_seconds, refresh_interval=0.05,
+                Settings(database_url=url, spool_dir=spool), engine, catalog(), clock=clock,
+                hooks=hooks, store=store, hold_seconds=hold_seconds, refresh_interval=0.05,
             )  # fmt: skip
             try:
                 yield svc

@@ -161,8 +161,17 @@ class Account:
     def freeze(self, give_back: int) -> Delta:
         """This account's part of a new batch: pending use moves to sending."""
         c = self.line.charge
-        d = Delta(c.counter, c.kind, c.limit, c.expires_at, create=self.line.period == "minute",
-                  spend=self.pending, give_back=give_back, force=self.force, drop=self.drop)
+        d = Delta(
+            c.counter,
+            c.kind,
+            c.limit,
+            c.expires_at,
+            create=self.line.period == "minute",
+            spend=self.pending,
+            give_back=give_back,
+            force=self.force,
+            drop=self.drop,
+        )
         self.sending += self.pending
         self.shrinking += give_back
         self.pending, self.force, self.drop = 0, 0, False

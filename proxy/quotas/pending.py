@@ -42,11 +42,17 @@ def _encode(b: Batch) -> bytes:
             "holder": b.holder,
             "seq": b.seq,
             "deltas": [
-                {"counter": d.counter, "kind": d.kind, "limit": d.limit,
-                 "expires_at": d.expires_at.isoformat(), "create": d.create, "spend": d.spend}
+                {
+                    "counter": d.counter,
+                    "kind": d.kind,
+                    "limit": d.limit,
+                    "expires_at": d.expires_at.isoformat(),
+                    "create": d.create,
+                    "spend": d.spend,
+                }
                 for d in b.deltas.values()
             ],
-        }  # fmt: skip
+        }
     )
 
 

@@ -48,7 +48,7 @@ from .store_redis import RedisStore
 from .store_sql import SqlStore
 from .syncer import Syncer
 
-__all__ = ["Admission", "QuotaHooks", "QuotaService"]
+__all__ = ["Admission", "QuotaHooks", "QuotaService", "make_store"]
 
 log = logging.getLogger("gemini_meter.quotas")
 
@@ -65,6 +65,9 @@ class QuotaHooks:
     on_usage: Callable[[LimitStatus], None] | None = None  # after each change of a counter
     on_threshold: Callable[[LimitStatus, Decimal], None] | None = None  # passed 0.8 or 1
     on_refusal: Callable[[LimitStatus], None] | None = None  # a call refused by this limit
+    # After each sync with the store: whether it answered, and the settlement batches it has
+    # not confirmed yet (kept on disk while it fails).
+    on_sync: Callable[[bool, int], None] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -79,6 +82,17 @@ class Admission:
     accounts: tuple[Account, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
+
+
+def make_store(settings: Settings, engine: AsyncEngine, redis_prefix: str) -> QuotaStore:
+    """Redis if configured, else the SQL store on PostgreSQL, else in process (SQLite) —
+    unless several worker processes share the SQLite file: then the SQL store there."""
+    if settings.redis_url:
+        return RedisStore.from_url(settings.redis_url, prefix=redis_prefix,
+                                   timeout=settings.quota_store_timeout)  # fmt: skip
+    if engine.dialect.name == "postgresql" or settings.workers > 1:
+        return SqlStore(engine)
+    return MemoryStore()
 
 
 class QuotaService:
@@ -106,6 +120,7 @@ class QuotaService:
         self._syncer = Syncer(
             store, self.holder, clock=self._now, hold=timedelta(seconds=hold_seconds),
             timeout=timeout, seed=self._seed, report=self._report,
+            synced=lambda ok, n: self._call(self.hooks.on_sync, ok, n),
             spool=None if spool_dir is None else SettlementSpool(spool_dir),
         )  # fmt: skip
         self._loops: list[asyncio.Task[None]] = []
@@ -127,17 +142,9 @@ class QuotaService:
         hold_seconds: float = HOLD_SECONDS,
         refresh_interval: float = 1.0,
     ) -> QuotaService:
-        """Redis if configured, else the SQL store on PostgreSQL, else in process (SQLite) —
-        unless several worker processes share the SQLite file: then the SQL store there."""
+        """A service on the deployment's store (:func:`make_store`), its sync started."""
         timeout = settings.quota_store_timeout
-        if store is None:
-            if settings.redis_url:
-                store = RedisStore.from_url(settings.redis_url, prefix=redis_prefix,
-                                            timeout=timeout)  # fmt: skip
-            elif engine.dialect.name == "postgresql" or getattr(settings, "workers", 1) > 1:
-                store = SqlStore(engine)
-            else:
-                store = MemoryStore()
+        store = store or make_store(settings, engine, redis_prefix)
         svc = cls(
             store, engine, catalog, clock=clock, hooks=hooks, hold_seconds=hold_seconds,
             refresh_interval=refresh_interval, timeout=timeout,

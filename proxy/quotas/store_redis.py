@@ -20,6 +20,7 @@ dead, and every failure — whatever the client raises — becomes :class:`Store
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -250,16 +251,14 @@ class RedisStore(HoldOps):
             return await script(keys=keys, args=args)
         except Exception as exc:  # redis errors, OSError, a closed transport's RuntimeError...
             # Whatever went wrong, the pooled connections may be dead: start afresh.
-            try:
+            with contextlib.suppress(Exception):
                 await self._redis.connection_pool.disconnect(inuse_connections=False)
-            except Exception:  # noqa: S110 - best effort; the error below is what counts
-                pass
             raise StoreUnavailable(f"quota store (Redis): {type(exc).__name__}: {exc}") from exc
 
     async def sync(self, sync: Sync, *, now: datetime, hold_until: datetime) -> SyncResult:
         keys = [k for e in sync.entries for k in self._keys(e.counter)]
-        args: list[Any] = [_ms(now), sync.holder, _ms(hold_until), "" if sync.batch is None else sync.batch,
-                           len(sync.entries)]  # fmt: skip
+        batch = "" if sync.batch is None else sync.batch
+        args: list[Any] = [_ms(now), sync.holder, _ms(hold_until), batch, len(sync.entries)]
         for e in sync.entries:
             args += [e.kind, e.limit, _ms(e.expires_at), int(e.create), e.spend, e.release,
                      int(e.drop), e.force, e.want]  # fmt: skip

@@ -25,7 +25,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from .account import Account, Delta
@@ -38,7 +38,7 @@ log = logging.getLogger("gemini_meter.quotas")
 
 SYNC_INTERVAL = 0.1  # seconds between syncs while there is use to send or leases to adjust
 SOFT_FRESH = 0.5  # a soft limit's reading older than this is refreshed at the next sync
-FREEZE_INTERVAL = 1.0  # while the store fails: use settled since is batched (and spooled)
+FREEZE_INTERVAL = 0.2  # while the store fails: use settled since is batched and spooled
 ORPHAN_INTERVAL = 30.0  # how often dead processes' spooled batches are looked for
 MAX_BACKOFF = 2.0
 
@@ -74,6 +74,7 @@ class Syncer:
         timeout: float,
         seed: Seed,
         report: Report,
+        synced: Callable[[bool, int], None] | None = None,
         spool: SettlementSpool | None = None,
     ) -> None:
         self.store = store
@@ -84,6 +85,7 @@ class Syncer:
         self._timeout = timeout
         self._seed = seed
         self._report = report
+        self._synced = synced or (lambda ok, n: None)
         self._spool = spool
         self._batches: deque[Batch] = deque()
         self._waiters: list[_Waiter] = []
@@ -110,7 +112,9 @@ class Syncer:
             self._urgent = True
             self._wake.set()
 
-    async def admit(self, pairs: tuple[tuple[Account, int], ...], *, call: bool = True) -> int | None:
+    async def admit(
+        self, pairs: tuple[tuple[Account, int], ...], *, call: bool = True
+    ) -> int | None:
         """Ask the store to admit a call needing ``pairs`` (account, amount): None if admitted
         (holds now cover it), else the position of the first pair that did not fit. Raises
         StoreUnavailable if the store gave no answer within the timeout."""
@@ -172,10 +176,7 @@ class Syncer:
         for a in self.accounts.values():
             a.plan(now, release=True)
         self._freeze(now, release=True)
-        if self._spool is not None:
-            for b in self._batches:
-                if b.path is None and b.use:
-                    await self._write(b)
+        await self._spool_all()
         pending = sum(b.use for b in self._batches)
         if pending:
             log.error("quota: %d settlement batches not confirmed by the store at shutdown%s",
@@ -200,6 +201,7 @@ class Syncer:
             # While failing, only waiting calls (or the backoff's end) bring the next attempt:
             # a call must get its answer, and a store that came back is used at once.
             if self._failures and not self._waiters and time.monotonic() < self._retry_at:
+                await self._keep()
                 continue
             try:
                 await self._round()
@@ -224,8 +226,10 @@ class Syncer:
             result = await self._send(rnd.sync, now)
         except (StoreUnavailable, TimeoutError) as exc:
             await self._failed(exc, rnd)
+            self._synced(False, len(self._batches))
             return
         self._apply(rnd, result, now_m)
+        self._synced(True, len(self._batches))
 
     async def _send(self, sync: Sync, now: datetime) -> SyncResult:
         """One sync, seeding counters the store reports missing (then sending it again)."""
@@ -271,7 +275,9 @@ class Syncer:
             self._batches.append(Batch(self.holder, self._seq, deltas))
             self._last_freeze = now_m
 
-    def _build(self, now: datetime, now_m: float, plans: dict[str, tuple[int, int]]) -> _Round | None:
+    def _build(
+        self, now: datetime, now_m: float, plans: dict[str, tuple[int, int]]
+    ) -> _Round | None:
         batch = self._batches[0] if self._batches else None
         order: dict[str, int] = {}
         entries: list[Entry] = []
@@ -292,8 +298,7 @@ class Syncer:
                 base = Entry(c.counter, c.kind, c.limit, c.expires_at, make, want=want)
                 if delta is not None:
                     d = delta.entry()
-                    base = Entry(base.counter, base.kind, base.limit, base.expires_at,
-                                 base.create, d.spend, d.release, d.drop, d.force, want)  # fmt: skip
+                    base = replace(d, kind=base.kind, limit=base.limit, create=make, want=want)
             else:
                 assert delta is not None
                 base = delta.entry()
@@ -367,9 +372,20 @@ class Syncer:
                 "quota store unavailable (%s); %d settlement batch(es) waiting, kept until it "
                 "answers", exc, len(self._batches),
             )  # fmt: skip
-        for b in self._batches:
-            if b.path is None and b.use and self._spool is not None:
-                await self._write(b)
+        await self._spool_all()
+
+    async def _keep(self) -> None:
+        """While the store fails: what settled since the last batch goes to disk too."""
+        now = time.monotonic()
+        if now - self._last_freeze >= FREEZE_INTERVAL:
+            self._freeze(now)
+        await self._spool_all()
+
+    async def _spool_all(self) -> None:
+        if self._spool is not None:
+            for b in self._batches:
+                if b.path is None and b.use:
+                    await self._write(b)
 
     async def _write(self, b: Batch) -> None:
         assert self._spool is not None
