@@ -69,6 +69,7 @@ class Account:
     rate: float = 0.0  # units a second
     last_use: float = 0.0
     last_rate_at: float = 0.0
+    exact: bool = True  # near the end (as of the last sync): every call asks the store
 
     @property
     def counter(self) -> str:
@@ -135,8 +136,7 @@ class Account:
 
     # -- syncs -----------------------------------------------------------------------------
 
-    @property
-    def exact(self) -> bool:
+    def is_exact(self) -> bool:
         own = max(0, self.spare)
         return is_exact(free_room(self.limit, self.used, self.reserved, own), self.typical)
 
@@ -155,6 +155,7 @@ class Account:
         self.taken, self.last_rate_at = 0, now
         spare = max(0, self.spare)
         idle = now - self.last_use > 2.0 or release or self.drop
+        self.exact = self.is_exact()
         give, ask = lease_change(spare, self.target(), idle=idle, exact=self.exact)
         return give, 0 if release or self.drop else ask
 
@@ -184,6 +185,7 @@ class Account:
         """The store's answer to a sync that named this counter."""
         self.known, self.synced_at = True, now
         self.used, self.reserved, self.store_hold = st.used, st.reserved, st.hold
+        self.exact = self.is_exact()
 
     def check_cover(self) -> None:
         """The hold must cover what this replica admitted. If the store lost part of it (a hold

@@ -171,10 +171,13 @@ def _rates(price: ModelPrice, long: bool) -> _Rates:
     for base, cost in zip(bases, (text, audio), strict=True):
         if cost is None:
             continue
-        for kinds in ({"output_tokens": 1}, {"thinking_tokens": 1},
-                      {"output_tokens": 1, "output_audio_tokens": 1},
-                      {"output_tokens": 1, "output_image_tokens": 1}):  # fmt: skip
-            more = _exact(replace(base, **kinds), price)
+        for out in (
+            replace(base, output_tokens=1),
+            replace(base, thinking_tokens=1),
+            replace(base, output_tokens=1, output_audio_tokens=1),
+            replace(base, output_tokens=1, output_image_tokens=1),
+        ):
+            more = _exact(out, price)
             if more is not None:  # a rate this model lacks: an output it cannot produce
                 outs.append(more - cost)
         break

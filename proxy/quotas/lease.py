@@ -73,5 +73,5 @@ def rate_update(rate: float, taken: int, seconds: float, *, half_life: float = 2
     """The rate of use (units a second) as an exponentially weighted mean over syncs."""
     if seconds <= 0:
         return rate
-    weight = 0.5 ** (seconds / half_life)
+    weight: float = 0.5 ** (seconds / half_life)
     return rate * weight + (taken / seconds) * (1 - weight)
