@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
@@ -190,10 +191,24 @@ def _rates(price: ModelPrice, long: bool) -> _Rates:
     return rates
 
 
-def _worst_cost(catalog: Catalog, model: str, prompt: int, audio: int, out: int) -> Decimal | None:
+_PRICES: dict[tuple[int, str, date], ModelPrice | None] = {}
+
+
+def _price(catalog: Catalog, model: str) -> ModelPrice | None:
+    """``catalog.resolve(model)`` for today, looked up once a day per model (a call's hot path)."""
+    key = (id(catalog), model, datetime.now(UTC).date())
+    if key not in _PRICES:
+        if len(_PRICES) > 4096:  # a client may send any model name: keep this bounded
+            _PRICES.clear()
+        _PRICES[key] = catalog.resolve(model)
+    return _PRICES[key]
+
+
+def _worst_cost(
+    price: ModelPrice | None, prompt: int, audio: int, out: int
+) -> Decimal | None:
     """The dearest way the call could be billed: its prompt as text, or with its audio part
     as audio; its output at the dearest output rate; rounded up to the ledger's 1e-10 USD."""
-    price = catalog.resolve(model)
     if price is None:
         return None
     threshold = price.long_context_threshold
@@ -216,5 +231,6 @@ def estimate_call(
     catalog: Catalog, model: str, body: Mapping[str, Any], operation: str = "generateContent"
 ) -> Estimate:
     prompt, audio = prompt_tokens(body)
-    out = max_output_tokens(body, catalog.max_output_tokens(model), operation)
-    return Estimate(prompt, audio, out, _worst_cost(catalog, model, prompt, audio, out))
+    price = _price(catalog, model)
+    out = max_output_tokens(body, None if price is None else price.max_output_tokens, operation)
+    return Estimate(prompt, audio, out, _worst_cost(price, prompt, audio, out))

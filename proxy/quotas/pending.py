@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,6 +68,9 @@ def _decode(data: bytes, path: Path) -> Batch:
     return Batch(str(raw["holder"]), int(raw["seq"]), deltas, path)
 
 
+_HOST = socket.gethostname().replace("/", "_") or "localhost"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -85,7 +89,7 @@ class SettlementSpool:
 
     def write(self, batch: Batch) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{batch.holder}-{os.getpid()}-{batch.seq:012d}"
+        name = f"{batch.holder}-{_HOST}-{os.getpid()}-{batch.seq:012d}"
         tmp = self.directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
         final = self.directory / f"{name}.json"
         with open(tmp, "wb") as f:
@@ -101,17 +105,18 @@ class SettlementSpool:
             path.unlink()
 
     def orphans(self) -> list[Batch]:
-        """Batches of processes that are gone, oldest first per holder. Unreadable files are
-        moved aside (``.bad``) and left for an operator."""
+        """Batches of this host's processes that are gone, oldest first per holder. Unreadable
+        files are moved aside (``.bad``) and left for an operator."""
         if not self.directory.is_dir():
             return []
         out = []
         for path in sorted(self.directory.glob("*.json")):
             try:
-                pid = int(path.stem.rsplit("-", 2)[1])
-            except (IndexError, ValueError):
+                host, pid, _ = path.stem.split("-", 1)[1].rsplit("-", 2)
+            except ValueError:
                 continue
-            if pid == os.getpid() or _alive(pid):
+            # Another host's process cannot be told dead from here: its own host replays it.
+            if host != _HOST or not pid.isdigit() or _alive(int(pid)):
                 continue
             try:
                 out.append(_decode(path.read_bytes(), path))

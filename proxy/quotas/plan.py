@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import lru_cache
 
 from ..errors import QuotaExceeded
 from .estimate import Estimate
@@ -43,7 +42,6 @@ __all__ = [
     "rate_headers",
     "refusal",
     "status_of",
-    "window_line",
 ]
 
 # A period counter outlives its period by more than any hold can (the service caps a hold's
@@ -109,41 +107,64 @@ def parse_counter(name: str) -> CounterId | None:
         return None
 
 
-@lru_cache(maxsize=64)
-def _period(period: Period, day: date) -> tuple[str, datetime, datetime]:
-    at = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return period_label(period, at), period_start(period, at), period_end(period, at)
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """Where one limit of one policy version counts in one period or minute window."""
+
+    counter: str
+    kind: ChargeKind
+    limit: int
+    expires_at: datetime
+    period: str
+    start: datetime
+    end: datetime
 
 
-def _period_line(
-    policy: Policy, limit: LimitName, limit_value: int, amount: int, now: datetime
-) -> Line:
-    label, start, end = _period(policy.period, utc(now).date())
+_SLOTS: dict[tuple[int, datetime, str, object], _Slot] = {}
+
+
+def _slot(policy: Policy, limit: LimitName, now: datetime) -> _Slot:
+    """The slot of ``now`` (UTC), computed once per policy version, limit and period."""
+    window = limit in ("rpm", "tpm")
+    when: object = window_index(now) if window else now.date()
+    key = (policy.id, policy.updated_at, limit, when)
+    slot = _SLOTS.get(key)
+    if slot is None:
+        if len(_SLOTS) > 10_000:  # old periods and policy versions: start afresh
+            _SLOTS.clear()
+        slot = _SLOTS[key] = _window_slot(policy, limit, now) if window else _period_slot(
+            policy, limit, now)  # fmt: skip
+    return slot
+
+
+def _period_slot(policy: Policy, limit: LimitName, now: datetime) -> _Slot:
+    label, start, end = period_label(policy.period, now), *_bounds(policy.period, now)
+    usd = policy.budget_usd
+    value = policy.tokens if usd is None or limit != "budget_usd" else usd_to_units(usd)
+    assert value is not None
     kind: ChargeKind = "hold" if policy.mode == "hard" else "soft"
-    charge = Charge(
-        counter_name(policy, limit, label),
-        kind,
-        limit_value,
-        amount if kind == "hold" else 0,
-        end + PERIOD_GRACE,
-    )
-    return Line(policy, limit, charge, policy.period, start, end)
+    return _Slot(counter_name(policy, limit, label), kind, value, end + PERIOD_GRACE,
+                 policy.period, start, end)  # fmt: skip
 
 
-def window_line(policy: Policy, limit: LimitName, now: datetime, amount: int) -> Line:
+def _bounds(period: Period, now: datetime) -> tuple[datetime, datetime]:
+    return period_start(period, now), period_end(period, now)
+
+
+def _window_slot(policy: Policy, limit: LimitName, now: datetime) -> _Slot:
     index = window_index(now)
-    end = _window_end(index)
-    limit_value = policy.rpm if limit == "rpm" else policy.tpm
-    assert limit_value is not None
+    end = window_end(now)
+    value = policy.rpm if limit == "rpm" else policy.tpm
+    assert value is not None
     kind: ChargeKind = "count" if limit == "rpm" else "hold"
-    charge = Charge(counter_name(policy, limit, str(index)), kind, limit_value, amount,
-                    end + WINDOW_GRACE)  # fmt: skip
-    return Line(policy, limit, charge, "minute", end - timedelta(minutes=1), end)
+    return _Slot(counter_name(policy, limit, str(index)), kind, value, end + WINDOW_GRACE,
+                 "minute", end - timedelta(minutes=1), end)  # fmt: skip
 
 
-@lru_cache(maxsize=8)
-def _window_end(index: int) -> datetime:
-    return window_end(datetime.fromtimestamp(index * WINDOW_SECONDS, UTC))
+def _line(policy: Policy, limit: LimitName, now: datetime, amount: int) -> Line:
+    s = _slot(policy, limit, now)
+    charge = Charge(s.counter, s.kind, s.limit, amount if s.kind != "soft" else 0, s.expires_at)
+    return Line(policy, limit, charge, s.period, s.start, s.end)
 
 
 def plan(
@@ -153,19 +174,19 @@ def plan(
 
     A call whose cost cannot be estimated (a model the catalog does not price) holds $0: it is
     still refused once the budget is spent, and the ledger records it as unpriced."""
+    now = utc(now)
     lines = []
     for p in policies:
         if p.budget_usd is not None:
-            budget = usd_to_units(p.budget_usd)
-            lines.append(_period_line(p, "budget_usd", budget, worst_units or 0, now))
+            lines.append(_line(p, "budget_usd", now, worst_units or 0))
         if p.tokens is not None:
-            lines.append(_period_line(p, "tokens", p.tokens, est.total_tokens, now))
+            lines.append(_line(p, "tokens", now, est.total_tokens))
         if p.rpm is not None:
-            lines.append(window_line(p, "rpm", now, 1))
+            lines.append(_line(p, "rpm", now, 1))
         if p.tpm is not None:
             # Like a hard budget: the prompt and the maximum output are held in the window the
             # call is admitted in, and replaced by its real tokens when it ends.
-            lines.append(window_line(p, "tpm", now, est.total_tokens))
+            lines.append(_line(p, "tpm", now, est.total_tokens))
     return lines
 
 
@@ -179,18 +200,21 @@ def rate_headers(
 ) -> dict[str, str]:
     """OpenAI's x-ratelimit-* trios: requests from RPM; tokens from TPM, else the token quota.
     Where a tenant and a key policy both limit, the one with less left is reported."""
+    best: dict[str, tuple[int, Line]] = {}  # limit name -> (remaining, line)
+    for line, st in zip(lines, states, strict=True):
+        if line.limit != "budget_usd":
+            left = _remaining(line.charge, st)
+            if line.limit not in best or left < best[line.limit][0]:
+                best[line.limit] = (left, line)
     out: dict[str, str] = {}
-    pairs = list(zip(lines, states, strict=True))
     for suffix, names in (("requests", ("rpm",)), ("tokens", ("tpm", "tokens"))):
-        for name in names:
-            found = [(ln, st) for ln, st in pairs if ln.limit == name]
-            if found:
-                line, st = min(found, key=lambda p: _remaining(p[0].charge, p[1]))
-                out[f"x-ratelimit-limit-{suffix}"] = str(line.charge.limit)
-                out[f"x-ratelimit-remaining-{suffix}"] = str(_remaining(line.charge, st))
-                seconds = (utc(line.resets_at) - utc(now)).total_seconds()
-                out[f"x-ratelimit-reset-{suffix}"] = format_reset(seconds)
-                break
+        name = next((n for n in names if n in best), None)
+        if name is not None:
+            left, line = best[name]
+            out[f"x-ratelimit-limit-{suffix}"] = str(line.charge.limit)
+            out[f"x-ratelimit-remaining-{suffix}"] = str(left)
+            seconds = (line.resets_at - now).total_seconds()
+            out[f"x-ratelimit-reset-{suffix}"] = format_reset(seconds)
     return out
 
 
