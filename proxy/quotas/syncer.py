@@ -36,7 +36,7 @@ __all__ = ["Syncer"]
 
 log = logging.getLogger("gemini_meter.quotas")
 
-SYNC_INTERVAL = 0.1  # seconds between syncs while there is use to send or leases to adjust
+SYNC_INTERVAL = 0.25  # seconds between syncs while there is use to send or leases to adjust
 SOFT_FRESH = 0.5  # a soft limit's reading older than this is refreshed at the next sync
 FREEZE_INTERVAL = 0.2  # while the store fails: use settled since is batched and spooled
 ORPHAN_INTERVAL = 30.0  # how often dead processes' spooled batches are looked for
