@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from ..metering.spool import _alive  # the ledger spool's test of a writer's process
 from .account import Delta
 
 __all__ = ["Batch", "SettlementSpool"]
@@ -69,16 +70,6 @@ def _decode(data: bytes, path: Path) -> Batch:
 
 
 _HOST = socket.gethostname().replace("/", "_") or "localhost"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SettlementSpool:

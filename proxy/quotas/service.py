@@ -8,7 +8,7 @@ A call is admitted against this replica's lease on each counter it needs (proxy.
 with no I/O; only when a lease lacks room — the first call of a minute, a burst, the last
 dollars of a budget — does it wait for the store, through the one task that talks to it
 (proxy.quotas.syncer), for at most ``quota_store_timeout``. Settling only counts locally: the
-syncer sends it, batched, within 0.1 s, and keeps it until the store has it.
+syncer sends it, batched, within 0.25 s, and keeps it until the store has it.
 
 Policies are loaded from the database every ``refresh_interval`` (1 s), so a change applies
 within a second on every replica and a tenant without a policy costs a dict lookup. See
