@@ -1,9 +1,13 @@
-"""Lease arithmetic: pure functions, as tables of cases (proxy/quotas/lease.py)."""
+"""Lease arithmetic (proxy/quotas/lease.py, pure functions) and one counter as a replica sees
+it (proxy/quotas/account.py): tables of cases."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
+from proxy.quotas.account import Account
 from proxy.quotas.lease import (
     EXACT_CALLS,
     HORIZON_SECONDS,
@@ -15,6 +19,9 @@ from proxy.quotas.lease import (
     rate_update,
     target_free,
 )
+from proxy.quotas.plan import Line
+from proxy.quotas.policy import Policy
+from proxy.quotas.store import Charge, CounterState, EntryState
 
 
 @pytest.mark.parametrize(
@@ -87,3 +94,60 @@ def test_lease_change(
 )
 def test_rate_update(rate: float, taken: int, seconds: float, expected: float) -> None:
     assert rate_update(rate, taken, seconds) == pytest.approx(expected, rel=1e-6)
+
+
+# -- one counter as a replica sees it (proxy/quotas/account.py) ------------------------------
+
+
+def account(kind: str = "hold", limit: int = 1000) -> Account:
+    now = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    policy = Policy(1, 1, "t", None, None, "hard", "month", None, limit, None, None, None, now)
+    charge = Charge("t1:*:tokens:m2026-03", kind, limit, 0, now + timedelta(days=30))  # type: ignore[arg-type]
+    return Account(Line(policy, "tokens", charge, "month", now, now + timedelta(days=21)), True)
+
+
+def test_calls_are_admitted_against_the_lease_only() -> None:
+    a = account()
+    assert not a.take(1)  # never synced: the store decides
+    a.synced(EntryState(used=100, reserved=300, hold=200), now=0.0)
+    assert (a.hold, a.spare) == (200, 200)
+    assert a.take(150) and not a.take(51) and a.take(50)
+    assert (a.held, a.spare) == (200, 0)
+    # The state a call is told: others' holds (100) plus this replica's calls in flight.
+    assert a.state() == CounterState(100, 100 + 200)
+
+
+def test_a_settlement_moves_through_pending_sending_and_the_store() -> None:
+    a = account()
+    a.synced(EntryState(used=0, reserved=200, hold=200), now=0.0)
+    a.take(120)
+    a.calls = 1
+    a.settle("hold", 120, 30)  # held 120 gives way to 30 used: 90 spare again
+    assert (a.held, a.pending, a.spare) == (0, 30, 170)
+    d = a.freeze(give_back=100)
+    assert (d.spend, d.give_back, d.entry().release) == (30, 100, 130)
+    assert (a.pending, a.sending, a.shrinking, a.hold, a.spare) == (0, 30, 100, 100, 70)
+    assert a.state() == CounterState(30, 0)
+    a.applied(d)
+    a.synced(EntryState(used=30, reserved=70, hold=70), now=1.0)
+    assert (a.sending, a.shrinking, a.hold, a.spare) == (0, 0, 70, 70)
+    a.check_cover()
+    assert a.force == 0
+
+
+@pytest.mark.parametrize(
+    ("store_hold", "held", "pending", "force"),
+    [
+        (200, 150, 0, 0),  # covered
+        (0, 150, 20, 170),  # the store lost the hold (expired, Redis flushed): restore it all
+        (100, 150, 0, 50),  # a call cost more than its worst case
+    ],
+)
+def test_what_the_store_lost_is_restored(
+    store_hold: int, held: int, pending: int, force: int
+) -> None:
+    a = account()
+    a.synced(EntryState(used=0, reserved=store_hold, hold=store_hold), now=0.0)
+    a.held, a.pending = held, pending
+    a.check_cover()
+    assert a.force == force

@@ -230,6 +230,8 @@ class Syncer:
             return
         self._apply(rnd, result, now_m)
         self._synced(True, len(self._batches))
+        if self._batches:
+            self._urgent = True  # the store is back with a backlog: send it without a pause
 
     async def _send(self, sync: Sync, now: datetime) -> SyncResult:
         """One sync, seeding counters the store reports missing (then sending it again)."""
