@@ -204,9 +204,7 @@ def _price(catalog: Catalog, model: str) -> ModelPrice | None:
     return _PRICES[key]
 
 
-def _worst_cost(
-    price: ModelPrice | None, prompt: int, audio: int, out: int
-) -> Decimal | None:
+def _worst_cost(price: ModelPrice | None, prompt: int, audio: int, out: int) -> Decimal | None:
     """The dearest way the call could be billed: its prompt as text, or with its audio part
     as audio; its output at the dearest output rate; rounded up to the ledger's 1e-10 USD."""
     if price is None:
