@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from fnmatch import fnmatchcase
-from functools import lru_cache
 from typing import Any, Literal, get_args
 
 from ..pricing.catalog import normalize_model
@@ -165,11 +164,7 @@ def model_allowed(model: str, patterns: Sequence[str] | None) -> bool:
     compared after the same normalisation as the catalog (no ``models/`` prefix, lower case)."""
     if patterns is None:
         return True
-    return _allowed(normalize_model(model), tuple(patterns))
-
-
-@lru_cache(maxsize=1024)  # every call asks; the answers are few (models x policies' lists)
-def _allowed(name: str, patterns: tuple[str, ...]) -> bool:
+    name = normalize_model(model)
     return any(fnmatchcase(name, normalize_model(p)) for p in patterns)
 
 
