@@ -82,6 +82,10 @@ class FakeConfig:
     stream_delay_ms: float = 20.0
     latency_ms: float = 0.0  # added before every non-stream reply (0: answer at once)
     embedding_dims: int = 768
+    # A non-stream reply's usage (bench.quota sets calls that spend their whole worst case).
+    usage_prompt: int = 12
+    usage_output: int = 17
+    usage_thoughts: int = 423
 
 
 def _usage(prompt: int, output: int, thoughts: int, final: bool) -> dict[str, Any]:
@@ -100,7 +104,7 @@ def _usage(prompt: int, output: int, thoughts: int, final: bool) -> dict[str, An
     }
 
 
-def generate_response(model: str) -> dict[str, Any]:
+def generate_response(model: str, usage: tuple[int, int, int] = (12, 17, 423)) -> dict[str, Any]:
     text = "A proxy sits between clients and a server, forwarding each request and relaying it."
     return {
         "candidates": [
@@ -110,7 +114,7 @@ def generate_response(model: str) -> dict[str, Any]:
                 "index": 0,
             }
         ],
-        "usageMetadata": _usage(12, 17, 423, final=True),
+        "usageMetadata": _usage(*usage, final=True),
         "modelVersion": model,
         "responseId": "benchResponseId0000000001",
     }
@@ -192,15 +196,18 @@ class FakeGemini:
         self.counts: Counter[str] = Counter()
         self.by_key: Counter[str] = Counter()  # calls per upstream key: who sent them
         self.open_streams = 0
-        self._generate: dict[str, bytes] = {}
+        self._generate: dict[tuple[str, tuple[int, int, int]], bytes] = {}
         self._stream: dict[tuple[str, int, bool], list[bytes]] = {}
         self._models = orjson.dumps(models_list())
         self._embedding = [round(((i * 7919) % 2000 - 1000) / 1e4, 4) for i in range(2048)]
 
     def generate(self, model: str) -> bytes:
-        reply = self._generate.get(model)
+        c = self.config
+        usage = (c.usage_prompt, c.usage_output, c.usage_thoughts)
+        reply = self._generate.get((model, usage))
         if reply is None:
-            reply = self._generate[model] = _whole(200, orjson.dumps(generate_response(model)))
+            body = orjson.dumps(generate_response(model, usage))
+            reply = self._generate[(model, usage)] = _whole(200, body)
         return reply
 
     def stream_frames(self, model: str, sse: bool) -> list[bytes]:

@@ -27,7 +27,9 @@ from .pricing.report import (
     quote,
 )
 from .quotas import QuotaPolicyError, delete_policy, get_policies, set_policy
-from .quotas.service import QuotaService
+from .quotas.seed import rebuild
+from .quotas.service import QuotaService, make_store
+from .quotas.store_memory import MemoryStore
 from .settings import Settings
 
 __all__ = ["main"]
@@ -338,6 +340,32 @@ def cmd_quotas_show(args: argparse.Namespace, settings: Settings) -> int:
     return _run(go, settings)
 
 
+def cmd_quotas_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    async def go(s: Settings) -> int:
+        engine = make_engine(s.database_url)
+        try:
+            store = make_store(s, engine, s.redis_prefix)
+            if isinstance(store, MemoryStore):
+                print(
+                    "error: on SQLite the quota counters live in the server process, which "
+                    "rebuilds them from the ledger when it starts: restart it",
+                    file=sys.stderr,
+                )
+                return 1
+            try:
+                async with make_sessionmaker(engine)() as session:
+                    policies = await get_policies(session, args.tenant)
+                done = await rebuild(engine, store, policies, datetime.now(UTC))
+            finally:
+                await store.aclose()
+        finally:
+            await engine.dispose()
+        print_table(["counter", "used"], [[name, str(used)] for name, used in done])
+        return 0
+
+    return _run(go, settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gemini-meter", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -408,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     qd.add_argument("tenant")
     qd.add_argument("--key")
     qd.set_defaults(fn=cmd_quotas_delete)
+    qr = quotas.add_parser(
+        "rebuild", help="set this period's budget and token counters to the ledger's totals"
+    )
+    qr.add_argument("tenant", nargs="?", help="one tenant (default: every tenant with a policy)")
+    qr.set_defaults(fn=cmd_quotas_rebuild)
 
     prices = sub.add_parser("prices", help="list the price catalog, or quote a call")
     prices.add_argument("--price-list", help="a price list other than the default")

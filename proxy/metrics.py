@@ -33,6 +33,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from .procs import alive
 from .usage import TOKEN_KINDS, Usage
 
 __all__ = [
@@ -50,7 +51,9 @@ __all__ = [
     "OPEN_STREAMS",
     "PRICE_WARNINGS",
     "PROXY_OVERHEAD",
+    "QUOTA_PENDING_BATCHES",
     "QUOTA_REJECTIONS",
+    "QUOTA_STORE_ERRORS",
     "QUOTA_THRESHOLD_CROSSINGS",
     "QUOTA_USE_RATIO",
     "REQUESTS",
@@ -173,6 +176,16 @@ QUOTA_REJECTIONS = Counter(
     "Calls refused because a tenant's quota limit was reached, by tenant and limit.",
     ["tenant", "limit"],
 )
+QUOTA_STORE_ERRORS = Counter(
+    "gemini_meter_quota_store_errors_total",
+    "Syncs with the quota store (Redis or the database) that got no answer: unreachable, "
+    "failed or timed out.",
+)
+QUOTA_PENDING_BATCHES = Gauge(
+    "gemini_meter_quota_pending_batches",
+    "Settlement batches sent to the quota store and not yet confirmed (on disk while it fails).",
+    multiprocess_mode="livesum",
+)
 
 # -- ledger -----------------------------------------------------------------------------------
 
@@ -293,6 +306,11 @@ class QuotaMetrics:
     def on_refusal(self, status: _LimitStatus) -> None:
         QUOTA_REJECTIONS.labels(status.tenant, _limit_label(status)).inc()
 
+    def on_sync(self, ok: bool, pending: int) -> None:
+        if not ok:
+            QUOTA_STORE_ERRORS.inc()
+        QUOTA_PENDING_BATCHES.set(pending)
+
 
 def _limit_label(status: _LimitStatus) -> str:
     return status.limit if status.key_prefix is None else f"key_{status.limit}"
@@ -333,18 +351,8 @@ def _forget_dead_workers(path: str) -> None:
         return
     pids = {int(m[1]) for n in names if (m := _LIVE_GAUGE_FILE.fullmatch(n))}
     for pid in pids - {own}:
-        if not _alive(pid):
+        if not alive(pid):
             mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def prepare_multiprocess_dir(path: str | os.PathLike[str] | None = None) -> Path:

@@ -106,7 +106,10 @@ class Services:
 
 def quota_hooks() -> QuotaHooks:
     m = metrics.QuotaMetrics()
-    return QuotaHooks(on_usage=m.on_usage, on_threshold=m.on_threshold, on_refusal=m.on_refusal)
+    return QuotaHooks(
+        on_usage=m.on_usage, on_threshold=m.on_threshold, on_refusal=m.on_refusal,
+        on_sync=m.on_sync,
+    )  # fmt: skip
 
 
 def services(request: Request) -> Services:

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         description="Prefix of every Redis key the proxy writes (one per deployment sharing a "
         "Redis).",
     )
+    quota_store_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds a call may wait for the quota store (Redis or the database) when "
+        "its replica's lease cannot admit it; past it, a hard budget or token quota refuses "
+        "with 503 and Retry-After, other limits admit the call uncounted.",
+    )
 
     # Ledger writer
     ledger_batch_size: int = Field(

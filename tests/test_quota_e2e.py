@@ -13,15 +13,14 @@ import openai
 import pytest
 from redis import Redis
 
-from proxy.pricing.catalog import Catalog
 from proxy.quotas.estimate import estimate_call
 from tests.conftest import RunningProxy, run_sync
 from tests.fakes.gemini import JsonReply, text_response
-from tests.test_quota_fixtures import REDIS_URL, add_policy, body, budget_for
+from tests.test_quota_fixtures import REDIS_URL, add_policy, body, budget_for, proxy_catalog
 
 MODEL = "gemini-2.5-flash"
 # Priced as the proxies here price it: default settings, the Gemini API list then Vertex AI's.
-CATALOG = Catalog.load(fallback_list="vertex-ai")
+CATALOG = proxy_catalog()
 ADMIN = {"authorization": "Bearer admin-token-for-tests"}
 
 

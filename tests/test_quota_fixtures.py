@@ -5,11 +5,13 @@ tenants and keys, and services. Also meant for end-to-end tests through the prox
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +39,7 @@ QUOTA_TABLES = "quota_reservations, quota_counters, quota_policies"
 MODEL = "gemini-2.5-flash"
 
 _CATALOG: Catalog | None = None
+_PROXY_CATALOG: Catalog | None = None
 
 
 def catalog() -> Catalog:
@@ -44,6 +47,16 @@ def catalog() -> Catalog:
     if _CATALOG is None:
         _CATALOG = Catalog.load()
     return _CATALOG
+
+
+def proxy_catalog() -> Catalog:
+    """The catalog a proxy started with the default settings prices with (the default list,
+    then the fallback): what budgets for running proxies are computed with."""
+    global _PROXY_CATALOG
+    if _PROXY_CATALOG is None:
+        defaults = Settings()
+        _PROXY_CATALOG = Catalog.load(defaults.price_list, None, defaults.price_list_fallback)
+    return _PROXY_CATALOG
 
 
 class Clock:
@@ -175,14 +188,17 @@ async def service(
     redis_prefix: str | None = None,
     hooks: QuotaHooks | None = None,
     hold_seconds: float = 120.0,
+    spool_dir: Path | None = None,
 ) -> AsyncIterator[QuotaService]:
-    """A QuotaService on store ``kind``, with its own engine (a replica of its own)."""
+    """A QuotaService on store ``kind``, with its own engine (a replica of its own); settlement
+    batches a failing store did not take go to ``spool_dir``/quota (a new temporary one)."""
     engine = make_engine(url)
+    spool = spool_dir or Path(tempfile.mkdtemp(prefix="gm-quota-spool-"))
     try:
         async with open_store(kind, url, redis_prefix) as store:
             svc = await QuotaService.create(
-                Settings(database_url=url), engine, catalog(), clock=clock, hooks=hooks,
-                store=store, hold_seconds=hold_seconds, refresh_interval=0.05,
+                Settings(database_url=url, spool_dir=spool), engine, catalog(), clock=clock,
+                hooks=hooks, store=store, hold_seconds=hold_seconds, refresh_interval=0.05,
             )  # fmt: skip
             try:
                 yield svc

@@ -186,31 +186,42 @@ async def test_rpm_window_refuses_then_admits_after_the_reset(
         assert again.headers["x-ratelimit-reset-requests"] == "1m0s"
 
 
-async def test_tpm_window_counts_prompt_then_real_tokens(
+async def test_tpm_window_holds_the_worst_case_then_real_tokens(
     backend: tuple[str, str], clock: Clock
 ) -> None:
+    """TPM is strict like a hard budget: a call holds its prompt and maximum output in the
+    window it is admitted in, and its real tokens replace the hold when it ends — in that
+    window, whenever it ends."""
     kind, url = backend
     key = await make_key(url, TENANT)
     await add_policy(url, TENANT, tpm=1000)
-    prompt, _ = prompt_tokens(body(1200))
+    req = body(400, 300)
+    worst = prompt_tokens(req)[0] + 300
     async with service(kind, url, clock) as svc:
-        adm = await svc.admit(key, model=model_id(MODEL), request=body(1200))
-        assert adm.headers["x-ratelimit-remaining-tokens"] == str(1000 - prompt)
-        svc.settle(adm, cost_usd=Decimal(0), tokens=400)  # the real total replaces the estimate
+        adm = await svc.admit(key, model=model_id(MODEL), request=req)
+        assert adm.headers["x-ratelimit-remaining-tokens"] == str(1000 - worst)
+        svc.settle(adm, cost_usd=Decimal(0), tokens=150)  # the real total replaces the hold
         await svc.drain()
-        assert limit(await svc.status(TENANT), "tpm").used == 400
-        assert await refused(svc, key, request=body(1200), tokens=prompt) is None
-        exc = await refused(svc, key, request=body(1200))
+        tpm = limit(await svc.status(TENANT), "tpm")
+        assert (tpm.used, tpm.reserved) == (150, 0)
+        flight = [await svc.admit(key, model=model_id(MODEL), request=req) for _ in range(2)]
+        exc = await refused(svc, key, request=req)  # 150 + 2 held + this one > 1000
         assert exc is not None and exc.code == "rate_limit_exceeded"
-        assert exc.headers["x-ratelimit-limit-tokens"] == "1000"
-        assert exc.headers["x-ratelimit-remaining-tokens"] == str(1000 - 400 - prompt)
-        assert exc.headers["Retry-After"] == "50"
-        clock.advance(50)
-        late = await svc.admit(key, model=model_id(MODEL), request=body(1200))
-        clock.advance(60)  # it settles in the next window: only what it lacked counts there
-        svc.settle(late, cost_usd=Decimal(0), tokens=prompt + 100)
+        assert exc.headers["x-ratelimit-remaining-tokens"] == str(1000 - 150 - 2 * worst)
+        assert exc.headers["Retry-After"] == "1"  # only calls in flight stand in the way
+        assert f"may use up to {worst:,}" in exc.message
+        for a in flight:
+            svc.settle(a, cost_usd=Decimal(0), tokens=100)
         await svc.drain()
-        assert limit(await svc.status(TENANT), "tpm").used == 100
+        assert await refused(svc, key, request=req, tokens=100) is None
+        assert limit(await svc.status(TENANT), "tpm").used == 450
+        clock.advance(49.9)
+        late = await svc.admit(key, model=model_id(MODEL), request=req)
+        clock.advance(0.2)  # a new window: the late call's tokens stay in the one it began in
+        assert limit(await svc.status(TENANT), "tpm").used == 0
+        svc.settle(late, cost_usd=Decimal(0), tokens=worst)
+        await svc.drain()
+        assert limit(await svc.status(TENANT), "tpm").used == 0
 
 
 async def test_budget_spent_yesterday_does_not_block_today(

@@ -6,10 +6,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from proxy.quotas.store import Charge, CounterState, QuotaStore, Settlement
+from proxy.quotas.store import (
+    Charge,
+    CounterState,
+    Entry,
+    QuotaStore,
+    Settlement,
+    Sync,
+    SyncResult,
+)
 from tests.test_quota_fixtures import STORE_KINDS, open_store, resolve_backend
 
 NOW = datetime(2026, 3, 10, 12, 0, 10, tzinfo=UTC)
@@ -145,3 +154,96 @@ async def test_concurrent_reservations_never_overcommit(store: QuotaStore) -> No
     settles = (store.settle(f"r{i}", [pay("t1:usd", 100)], now=NOW) for i in admitted)
     await asyncio.gather(*settles)
     assert await store.usage(["t1:usd"], now=NOW) == (S(1000, 0),)
+
+
+# -- sync: leases, numbered batches, missing counters ------------------------------------------
+
+
+def entry(counter: str, limit: int = 100, **kw: Any) -> Entry:
+    kind = kw.pop("kind", "hold")
+    return Entry(counter, kind, limit, LATER, **kw)
+
+
+async def sync(
+    store: QuotaStore, holder: str, *entries: Entry, calls: Any = (), batch: int | None = None,
+    now: datetime = NOW, until: datetime = HOLD,
+) -> SyncResult:  # fmt: skip
+    return await store.sync(Sync(holder, entries, tuple(calls), batch), now=now, hold_until=until)
+
+
+def held(result: SyncResult) -> list[tuple[int, int, int, int]]:
+    return [(s.used, s.reserved, s.hold, s.granted) for s in result.states]
+
+
+async def test_a_numbered_batch_applies_once_per_holder_and_counter(store: QuotaStore) -> None:
+    """A retry after a lost reply, or a replay after a crash, never doubles a settlement."""
+    first = await sync(store, "a", entry("t1:usd", want=50), batch=1)
+    assert held(first) == [(0, 50, 50, 50)]
+    paid = entry("t1:usd", spend=30, release=30)
+    assert held(await sync(store, "a", paid, batch=2)) == [(30, 20, 20, 0)]
+    assert held(await sync(store, "a", paid, batch=2)) == [(30, 20, 20, 0)]  # the same again
+    assert held(await sync(store, "a", paid, batch=1)) == [(30, 20, 20, 0)]  # an older one
+    # Another holder's batches are its own; an unnumbered sync applies every time.
+    assert held(await sync(store, "b", entry("t1:usd", spend=5), batch=2)) == [(35, 20, 0, 0)]
+    assert held(await sync(store, "b", entry("t1:usd", spend=5))) == [(40, 20, 0, 0)]
+    assert held(await sync(store, "b", entry("t1:usd", spend=5))) == [(45, 20, 0, 0)]
+    # A batch touching two counters, one of which it already reached, completes the other.
+    both = (entry("t1:usd", spend=1), entry("t1:tok", spend=7))
+    await sync(store, "a", both[0], batch=3)
+    assert held(await sync(store, "a", *both, batch=3)) == [(45 + 1, 20, 20, 0), (7, 0, 0, 0)]
+
+
+async def test_calls_are_admitted_in_order_each_all_or_nothing(store: QuotaStore) -> None:
+    usd, rpm = entry("t1:usd", 100), entry("t1:rpm", 3, kind="count")
+    calls = [((0, 40), (1, 1))] * 4  # room for two budgets' worth, three requests
+    result = await sync(store, "a", usd, rpm, calls=calls)
+    assert result.refused == (None, None, 0, 0)
+    assert held(result) == [(0, 80, 80, 0), (2, 0, 0, 0)]  # requests count at once
+    small = await sync(store, "b", usd, rpm, calls=[((0, 30), (1, 1)), ((0, 10), (1, 1))])
+    assert small.refused == (0, None)  # the second fits where the first did not
+    assert held(small) == [(0, 90, 10, 0), (3, 0, 0, 0)]
+    assert (await sync(store, "b", usd, rpm, calls=[((0, 1), (1, 1))])).refused == (1,)
+
+
+async def test_a_lease_grows_as_far_as_the_limit_and_shrinks_on_demand(store: QuotaStore) -> None:
+    assert held(await sync(store, "a", entry("t1:usd", want=70))) == [(0, 70, 70, 70)]
+    assert held(await sync(store, "b", entry("t1:usd", want=70))) == [(0, 100, 30, 30)]
+    assert held(await sync(store, "b", entry("t1:usd", want=1))) == [(0, 100, 30, 0)]
+    assert held(await sync(store, "a", entry("t1:usd", release=50))) == [(0, 50, 20, 0)]
+    # Restoring coverage the store lost ignores the limit: those calls are in flight.
+    assert held(await sync(store, "a", entry("t1:usd", force=90))) == [(0, 140, 110, 0)]
+    assert held(await sync(store, "a", entry("t1:usd", drop=True))) == [(0, 30, 0, 0)]
+    soft = entry("t1:soft", 10, kind="soft", spend=12, want=5)
+    assert held(await sync(store, "a", soft)) == [(12, 0, 0, 0)]  # soft limits lease nothing
+    assert (
+        await sync(store, "a", entry("t1:soft", 10, kind="soft"), calls=[((0, 0),)])
+    ).refused == (0,)
+
+
+async def test_a_missing_period_counter_is_reported_and_nothing_applies(store: QuotaStore) -> None:
+    """A counter lost (or never made) must be seeded from the ledger before it counts again."""
+    made = entry("t1:rpm", kind="count", spend=2)
+    period = entry("t1:usd", create=False, spend=5)
+    result = await sync(store, "a", made, period, calls=[((0, 1),)], batch=1)
+    assert result.missing == (1,) and result.states == ()
+    assert await store.usage(["t1:rpm", "t1:usd"], now=NOW) == (S(0, 0), S(0, 0))
+    await store.seed("t1:usd", 40, now=NOW, expires_at=LATER)
+    result = await sync(store, "a", made, period, calls=[((0, 1),)], batch=1)
+    assert result.refused == (None,) and held(result) == [(3, 0, 0, 0), (45, 0, 0, 0)]
+
+
+async def test_rebuild_sets_used_and_keeps_the_holds(store: QuotaStore) -> None:
+    await sync(store, "a", entry("t1:usd", 1000, spend=300, want=50))
+    await store.rebuild("t1:usd", 120, now=NOW, expires_at=LATER)
+    assert await store.usage(["t1:usd"], now=NOW) == (S(120, 50),)
+    await store.rebuild("t1:new", 7, now=NOW, expires_at=LATER)  # made if missing
+    assert await store.usage(["t1:new"], now=NOW) == (S(7, 0),)
+
+
+async def test_a_sync_renews_the_holders_holds_and_never_shortens_them(store: QuotaStore) -> None:
+    await sync(store, "a", entry("t1:usd", want=60), until=HOLD + timedelta(minutes=10))
+    await sync(store, "a", entry("t1:usd", release=10), until=HOLD)  # a shorter renewal
+    later = HOLD + timedelta(minutes=5)
+    assert await store.usage(["t1:usd"], now=later) == (S(0, 50),)
+    gone = HOLD + timedelta(minutes=11)
+    assert held(await sync(store, "b", entry("t1:usd", want=100), now=gone)) == [(0, 100, 100, 100)]

@@ -207,10 +207,13 @@ class QuotaCounter(Base):
     used: Mapped[int] = mapped_column(BigInteger)
     reserved: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # Per holder (a replica), the last settlement batch applied here: a retry never doubles it.
+    marks: Mapped[dict[str, int] | None] = mapped_column(JSON)
 
 
 class QuotaReservation(Base):
-    """A call's hold on a counter until it settles, or until ``expires_at`` (a crashed replica)."""
+    """A holder's hold on a counter — a replica's lease, or one call's — until it is released,
+    or until ``expires_at`` (a crashed replica stops renewing it)."""
 
     __tablename__ = "quota_reservations"
 

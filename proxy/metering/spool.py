@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from ..procs import alive
 from .ledger_event import LedgerEvent
 
 __all__ = ["DEAD_LETTER_DIR", "Spool"]
@@ -58,16 +59,6 @@ def _decode(line: bytes) -> LedgerEvent:
 def _new_name() -> str:
     # Time-ordered names: replay goes oldest first.
     return f"{datetime.now().strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Spool:
@@ -119,7 +110,7 @@ class Spool:
                 pid = int(tmp.name.split("-")[1])
             except (IndexError, ValueError):
                 continue
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not alive(pid):
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
                     removed += 1

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from ..estimate import CHARS_PER_TOKEN
 from ..pricing.catalog import Catalog
 from ..pricing.cost import FREE_OPERATIONS, PricingError, compute_cost
+from ..pricing.prices import ModelPrice
 from ..usage import Usage
 
 __all__ = [
@@ -63,6 +65,7 @@ _STRUCTURE = frozenset(
     }
 )  # fmt: skip
 _INLINE = frozenset({"inlineData", "inline_data"})
+_USD_QUANTUM = Decimal("1e-10")
 _FILE = frozenset({"fileData", "file_data"})
 
 
@@ -133,38 +136,98 @@ def max_output_tokens(body: Mapping[str, Any], cap: int | None, operation: str) 
     return per_candidate * (_positive_int(config, "candidateCount", "candidate_count") or 1)
 
 
-def _worst_cost(catalog: Catalog, model: str, prompt: int, audio: int, out: int) -> Decimal | None:
-    price = catalog.resolve(model)
+@dataclass(frozen=True, slots=True)
+class _Rates:
+    """USD per token of one price in one tier, exact; None where the price cannot bill it."""
+
+    nothing: bool  # an empty call can be priced (at $0): False for media-priced models
+    text_in: Decimal | None  # a prompt token, text (or whatever the input rate covers)
+    audio_in: Decimal | None  # a prompt token of inline audio
+    out: Decimal | None  # an output token at the dearest output rate the model has
+
+
+_RATES: dict[tuple[object, ...], _Rates] = {}
+
+
+def _exact(usage: Usage, price: ModelPrice) -> Decimal | None:
+    try:
+        return sum((line.usd for line in compute_cost(usage, price).lines), Decimal(0))
+    except PricingError:
+        return None
+
+
+def _rates(price: ModelPrice, long: bool) -> _Rates:
+    """A call's cost is linear in its token counts within a tier (discounts included), so the
+    cost engine itself, asked once per price and tier, gives the rates of the worst case."""
+    key = (price.id, price.price_list, price.price_version, price.effective_from,
+           price.discount, long)  # fmt: skip
+    rates = _RATES.get(key)
+    if rates is not None:
+        return rates
+    n = (price.long_context_threshold or 0) + 1 if long else 1  # a prompt in this tier
+    bases = [Usage(prompt_tokens=n), Usage(prompt_tokens=n, audio_prompt_tokens=n)]
+    text, audio = (_exact(u, price) for u in bases)
+    outs = []
+    for base, cost in zip(bases, (text, audio), strict=True):
+        if cost is None:
+            continue
+        for out in (
+            replace(base, output_tokens=1),
+            replace(base, thinking_tokens=1),
+            replace(base, output_tokens=1, output_audio_tokens=1),
+            replace(base, output_tokens=1, output_image_tokens=1),
+        ):
+            more = _exact(out, price)
+            if more is not None:  # a rate this model lacks: an output it cannot produce
+                outs.append(more - cost)
+        break
+    rates = _RATES[key] = _Rates(
+        _exact(Usage(), price) is not None,
+        None if text is None else text / n,
+        None if audio is None else audio / n,
+        max(outs) if outs else None,
+    )
+    return rates
+
+
+_PRICES: dict[tuple[int, str, date], ModelPrice | None] = {}
+
+
+def _price(catalog: Catalog, model: str) -> ModelPrice | None:
+    """``catalog.resolve(model)`` for today, looked up once a day per model (a call's hot path)."""
+    key = (id(catalog), model, datetime.now(UTC).date())
+    if key not in _PRICES:
+        if len(_PRICES) > 4096:  # a client may send any model name: keep this bounded
+            _PRICES.clear()
+        _PRICES[key] = catalog.resolve(model)
+    return _PRICES[key]
+
+
+def _worst_cost(price: ModelPrice | None, prompt: int, audio: int, out: int) -> Decimal | None:
+    """The dearest way the call could be billed: its prompt as text, or with its audio part
+    as audio; its output at the dearest output rate; rounded up to the ledger's 1e-10 USD."""
     if price is None:
         return None
-    inputs = [Usage(prompt_tokens=prompt, audio_prompt_tokens=audio), Usage(prompt_tokens=prompt)]
-    outputs = [
-        Usage(output_tokens=out),
-        Usage(thinking_tokens=out),
-        Usage(output_tokens=out, output_audio_tokens=out),
-        Usage(output_tokens=out, output_image_tokens=out),
-    ]
-    costs = []
-    for i in inputs:
-        for o in outputs:
-            usage = Usage(
-                prompt_tokens=i.prompt_tokens,
-                audio_prompt_tokens=i.audio_prompt_tokens,
-                output_tokens=o.output_tokens,
-                thinking_tokens=o.thinking_tokens,
-                output_audio_tokens=o.output_audio_tokens,
-                output_image_tokens=o.output_image_tokens,
-            )
-            try:
-                costs.append(compute_cost(usage, price).usd)
-            except PricingError:
-                continue  # a rate this model lacks is an output it cannot produce
-    return max(costs) if costs else None
+    threshold = price.long_context_threshold
+    r = _rates(price, threshold is not None and prompt > threshold)
+    if not r.nothing or (out and r.out is None):
+        return None
+    text = prompt - audio
+    inputs: list[Decimal] = []
+    if not prompt or r.text_in is not None:
+        inputs.append(prompt * (r.text_in or Decimal(0)))
+    if audio and r.audio_in is not None and (not text or r.text_in is not None):
+        inputs.append(text * (r.text_in or Decimal(0)) + audio * r.audio_in)
+    if not inputs:
+        return None
+    worst = max(inputs) + (out * r.out if out and r.out is not None else 0)
+    return Decimal(worst).quantize(_USD_QUANTUM, rounding=ROUND_CEILING)
 
 
 def estimate_call(
     catalog: Catalog, model: str, body: Mapping[str, Any], operation: str = "generateContent"
 ) -> Estimate:
     prompt, audio = prompt_tokens(body)
-    out = max_output_tokens(body, catalog.max_output_tokens(model), operation)
-    return Estimate(prompt, audio, out, _worst_cost(catalog, model, prompt, audio, out))
+    price = _price(catalog, model)
+    out = max_output_tokens(body, None if price is None else price.max_output_tokens, operation)
+    return Estimate(prompt, audio, out, _worst_cost(price, prompt, audio, out))

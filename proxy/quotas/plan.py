@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from ..errors import QuotaExceeded
 from .estimate import Estimate
 from .policy import (
+    WINDOW_SECONDS,
     LimitName,
     LimitStatus,
+    Period,
     Policy,
     format_reset,
     period_end,
@@ -27,19 +29,19 @@ from .policy import (
     window_end,
     window_index,
 )
-from .store import Charge, ChargeKind, CounterState, Settlement
+from .store import Charge, ChargeKind, CounterState
 
 __all__ = [
     "ADJECTIVE",
+    "CounterId",
     "Line",
     "amount",
     "counter_name",
+    "parse_counter",
     "plan",
     "rate_headers",
     "refusal",
-    "settlements",
     "status_of",
-    "window_line",
 ]
 
 # A period counter outlives its period by more than any hold can (the service caps a hold's
@@ -62,6 +64,11 @@ class Line:
     period_start: datetime
     resets_at: datetime
 
+    @property
+    def strict(self) -> bool:
+        """A hard budget or token quota: without its store a call is refused, not admitted."""
+        return self.charge.kind == "hold" and self.limit in ("budget_usd", "tokens")
+
 
 def counter_name(policy: Policy, limit: LimitName, label: str) -> str:
     """``t7:*:budget_usd:m2026-11`` (tenant-wide) or ``t7:k12:rpm:29411234`` (one key).
@@ -72,77 +79,119 @@ def counter_name(policy: Policy, limit: LimitName, label: str) -> str:
     return f"t{policy.tenant_id}:{scope}:{limit}:{label}"
 
 
-def _period_line(
-    policy: Policy, limit: LimitName, limit_value: int, amount: int, now: datetime
-) -> Line:
-    end = period_end(policy.period, now)
+@dataclass(frozen=True, slots=True)
+class CounterId:
+    tenant_id: int
+    key_id: int | None
+    limit: str
+    period: str  # day | week | month | minute
+    start: datetime
+    end: datetime
+
+
+def parse_counter(name: str) -> CounterId | None:
+    """What :func:`counter_name` wrote (None for anything else): the tenant, key and period of
+    a counter — all a seed from the ledger needs, even for a batch replayed after a restart."""
+    try:
+        tenant, scope, limit, label = name.split(":")
+        key_id = None if scope == "*" else int(scope.removeprefix("k"))
+        if label.isdigit():
+            start = datetime.fromtimestamp(int(label) * WINDOW_SECONDS, UTC)
+            return CounterId(int(tenant[1:]), key_id, limit, "minute", start,
+                             start + timedelta(seconds=WINDOW_SECONDS))  # fmt: skip
+        period: Period = {"d": "day", "w": "week", "m": "month"}[label[0]]  # type: ignore[assignment]
+        day = datetime.fromisoformat(label[1:] + ("-01" if period == "month" else ""))
+        start = period_start(period, day.replace(tzinfo=UTC))
+        return CounterId(int(tenant[1:]), key_id, limit, period, start, period_end(period, start))
+    except (ValueError, KeyError, IndexError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """Where one limit of one policy version counts in one period or minute window."""
+
+    counter: str
+    kind: ChargeKind
+    limit: int
+    expires_at: datetime
+    period: str
+    start: datetime
+    end: datetime
+
+
+_SLOTS: dict[tuple[int, datetime, str, object], _Slot] = {}
+
+
+def _slot(policy: Policy, limit: LimitName, now: datetime) -> _Slot:
+    """The slot of ``now`` (UTC), computed once per policy version, limit and period."""
+    window = limit in ("rpm", "tpm")
+    when: object = window_index(now) if window else now.date()
+    key = (policy.id, policy.updated_at, limit, when)
+    slot = _SLOTS.get(key)
+    if slot is None:
+        if len(_SLOTS) > 10_000:  # old periods and policy versions: start afresh
+            _SLOTS.clear()
+        slot = _SLOTS[key] = _window_slot(policy, limit, now) if window else _period_slot(
+            policy, limit, now)  # fmt: skip
+    return slot
+
+
+def _period_slot(policy: Policy, limit: LimitName, now: datetime) -> _Slot:
+    label, start, end = period_label(policy.period, now), *_bounds(policy.period, now)
+    usd = policy.budget_usd
+    value = policy.tokens if usd is None or limit != "budget_usd" else usd_to_units(usd)
+    assert value is not None
     kind: ChargeKind = "hold" if policy.mode == "hard" else "soft"
-    charge = Charge(
-        counter_name(policy, limit, period_label(policy.period, now)),
-        kind,
-        limit_value,
-        amount if kind == "hold" else 0,
-        end + PERIOD_GRACE,
-    )
-    return Line(policy, limit, charge, policy.period, period_start(policy.period, now), end)
+    return _Slot(counter_name(policy, limit, label), kind, value, end + PERIOD_GRACE,
+                 policy.period, start, end)  # fmt: skip
 
 
-def window_line(policy: Policy, limit: LimitName, now: datetime, amount: int) -> Line:
+def _bounds(period: Period, now: datetime) -> tuple[datetime, datetime]:
+    return period_start(period, now), period_end(period, now)
+
+
+def _window_slot(policy: Policy, limit: LimitName, now: datetime) -> _Slot:
+    index = window_index(now)
     end = window_end(now)
-    limit_value = policy.rpm if limit == "rpm" else policy.tpm
-    assert limit_value is not None
-    name = counter_name(policy, limit, str(window_index(now)))
-    charge = Charge(name, "count", limit_value, amount, end + WINDOW_GRACE)
-    return Line(policy, limit, charge, "minute", end - timedelta(minutes=1), end)
+    value = policy.rpm if limit == "rpm" else policy.tpm
+    assert value is not None
+    kind: ChargeKind = "count" if limit == "rpm" else "hold"
+    return _Slot(counter_name(policy, limit, str(index)), kind, value, end + WINDOW_GRACE,
+                 "minute", end - timedelta(minutes=1), end)  # fmt: skip
+
+
+def _line(policy: Policy, limit: LimitName, now: datetime, amount: int) -> Line:
+    s = _slot(policy, limit, now)
+    charge = Charge(s.counter, s.kind, s.limit, amount if s.kind != "soft" else 0, s.expires_at)
+    return Line(policy, limit, charge, s.period, s.start, s.end)
 
 
 def plan(
     policies: Sequence[Policy], est: Estimate, worst_units: int | None, now: datetime
 ) -> list[Line]:
-    """The charges a call makes: hard limits hold its worst case, rate limits count it now.
+    """The charges a call makes: hard limits and TPM hold its worst case, RPM counts it.
 
     A call whose cost cannot be estimated (a model the catalog does not price) holds $0: it is
     still refused once the budget is spent, and the ledger records it as unpriced."""
+    now = utc(now)
     lines = []
     for p in policies:
         if p.budget_usd is not None:
-            budget = usd_to_units(p.budget_usd)
-            lines.append(_period_line(p, "budget_usd", budget, worst_units or 0, now))
+            lines.append(_line(p, "budget_usd", now, worst_units or 0))
         if p.tokens is not None:
-            lines.append(_period_line(p, "tokens", p.tokens, est.total_tokens, now))
+            lines.append(_line(p, "tokens", now, est.total_tokens))
         if p.rpm is not None:
-            lines.append(window_line(p, "rpm", now, 1))
+            lines.append(_line(p, "rpm", now, 1))
         if p.tpm is not None:
-            # The prompt counts now; the output is added when the call settles (see settle).
-            lines.append(window_line(p, "tpm", now, est.prompt_tokens))
+            # Like a hard budget: the prompt and the maximum output are held in the window the
+            # call is admitted in, and replaced by its real tokens when it ends.
+            lines.append(_line(p, "tpm", now, est.total_tokens))
     return lines
 
 
-def settlements(
-    lines: Sequence[Line], *, window: int, now: datetime, cost_units: int, tokens: int
-) -> list[tuple[Line | None, Settlement]]:
-    """What a finished call adds: its cost and tokens to period counters (releasing holds), and
-    to TPM the difference between its real tokens and the prompt estimate counted at admission
-    — in the admission's window while it lasts, else only what was lacking, in the current one.
-    Each comes with its period line (for thresholds), or None for a rate window."""
-    out: list[tuple[Line | None, Settlement]] = []
-    for line in lines:
-        c = line.charge
-        if line.limit == "tpm":
-            delta = tokens - c.amount
-            if window_index(now) == window:
-                out.append((None, Settlement(c.counter, delta, False, c.expires_at)))
-            elif delta > 0:
-                cur = window_line(line.policy, "tpm", now, 0).charge
-                out.append((None, Settlement(cur.counter, delta, False, cur.expires_at)))
-        elif line.limit in ("budget_usd", "tokens"):
-            add = cost_units if line.limit == "budget_usd" else tokens
-            out.append((line, Settlement(c.counter, add, c.kind == "hold", c.expires_at)))
-    return out
-
-
 def _remaining(charge: Charge, state: CounterState) -> int:
-    held = state.reserved if charge.kind == "hold" else 0
+    held = state.reserved if charge.kind != "soft" else 0
     return max(0, charge.limit - state.used - held)
 
 
@@ -151,18 +200,21 @@ def rate_headers(
 ) -> dict[str, str]:
     """OpenAI's x-ratelimit-* trios: requests from RPM; tokens from TPM, else the token quota.
     Where a tenant and a key policy both limit, the one with less left is reported."""
+    best: dict[str, tuple[int, Line]] = {}  # limit name -> (remaining, line)
+    for line, st in zip(lines, states, strict=True):
+        if line.limit != "budget_usd":
+            left = _remaining(line.charge, st)
+            if line.limit not in best or left < best[line.limit][0]:
+                best[line.limit] = (left, line)
     out: dict[str, str] = {}
-    pairs = list(zip(lines, states, strict=True))
     for suffix, names in (("requests", ("rpm",)), ("tokens", ("tpm", "tokens"))):
-        for name in names:
-            found = [(ln, st) for ln, st in pairs if ln.limit == name]
-            if found:
-                line, st = min(found, key=lambda p: _remaining(p[0].charge, p[1]))
-                out[f"x-ratelimit-limit-{suffix}"] = str(line.charge.limit)
-                out[f"x-ratelimit-remaining-{suffix}"] = str(_remaining(line.charge, st))
-                seconds = (utc(line.resets_at) - utc(now)).total_seconds()
-                out[f"x-ratelimit-reset-{suffix}"] = format_reset(seconds)
-                break
+        name = next((n for n in names if n in best), None)
+        if name is not None:
+            left, line = best[name]
+            out[f"x-ratelimit-limit-{suffix}"] = str(line.charge.limit)
+            out[f"x-ratelimit-remaining-{suffix}"] = str(left)
+            seconds = (line.resets_at - now).total_seconds()
+            out[f"x-ratelimit-reset-{suffix}"] = format_reset(seconds)
     return out
 
 
@@ -197,8 +249,10 @@ def refusal(
     """The 429 for a call that did not fit: what was reached, by whom, and when to retry."""
     c, p = line.charge, line.policy
     reset = line.resets_at
-    if c.kind == "hold" and state.used + c.amount <= c.limit:
-        reset = min(reset, now + IN_FLIGHT_RETRY)  # only calls in flight stand in the way
+    if c.kind != "soft" and state.used + c.amount <= c.limit:
+        # Only holds stand in the way: calls in flight, other replicas' leases. Both may
+        # settle or go back within a second.
+        reset = min(reset, now + IN_FLIGHT_RETRY)
     at = f"It resets at {utc(line.resets_at).isoformat()}."
     if line.limit in ("budget_usd", "tokens"):
         code = "insufficient_quota"
@@ -222,7 +276,10 @@ def refusal(
             f"used"
         )
         if line.limit == "tpm":
-            message += f"; this call's prompt is about {c.amount:,} tokens"
+            message += (
+                f", {state.reserved:,} held by calls in flight; this call may use up to "
+                f"{c.amount:,} (its prompt and maximum output)"
+            )
         message += f". Retry in {retry_after(reset, now)} s."
     return QuotaExceeded(
         message, code=code, headers={**headers, "Retry-After": str(retry_after(reset, now))}

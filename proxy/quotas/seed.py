@@ -1,17 +1,17 @@
-"""Period counters start from the ledger when the period began before anyone was counting.
+"""Period counters from the ledger: the ledger is the truth the counters follow.
 
-A process that restarts mid-month (the in-process store forgets everything), or a policy set
-mid-month (no counter existed), must not forget the spend the ledger already holds for that
-period. So before a process first uses a period counter, it seeds it with the ledger's totals
-since the period's start — but only when the period began before this process first saw the
-policy (in its current version). A period that begins while the process runs is counted from
-zero, as every call in it is counted as it settles. ``QuotaStore.seed`` only creates, so a
-counter another replica already keeps is left as it is.
+A period counter (a budget's or a token quota's, for one day, week or month) that does not
+exist in the store — never used, or lost: Redis flushed or restarted without persistence, the
+counters table truncated, an in-process store after a restart — is created from the ledger's
+totals for the period so far, the first time a sync finds it missing. Seeding only creates, so
+a counter another replica made meanwhile is left as it is.
+
+:func:`rebuild` overwrites ``used`` of the current period's counters with the ledger's totals
+(``gemini-meter quotas rebuild``), keeping every hold: calls in flight and replicas' leases.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -19,57 +19,52 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .manage import ledger_totals
-from .plan import Line
-from .policy import Policy, usd_to_units
+from .plan import PERIOD_GRACE, counter_name, parse_counter
+from .policy import Policy, period_end, period_label, usd_to_units
 from .store import QuotaStore, StoreUnavailable
 
-__all__ = ["PERIOD_LIMITS", "Seeder"]
+__all__ = ["PERIOD_LIMITS", "ledger_used", "rebuild", "seed"]
 
 PERIOD_LIMITS = ("budget_usd", "tokens")
 
 
-class Seeder:
-    def __init__(self, engine: AsyncEngine, store: QuotaStore) -> None:
-        self._engine = engine
-        self._store = store
-        self._first_seen: dict[tuple[int, datetime], datetime] = {}  # policy version -> time
-        self._done: dict[str, datetime] = {}  # counter -> its expiry
-        self._locks: dict[str, asyncio.Lock] = {}
+async def ledger_used(engine: AsyncEngine, counter: str, now: datetime) -> int | None:
+    """What the ledger holds for a period counter's tenant or key since its period began, in
+    the counter's unit; None for a counter that is not a period counter."""
+    cid = parse_counter(counter)
+    if cid is None or cid.limit not in PERIOD_LIMITS:
+        return None
+    try:
+        async with engine.connect() as conn:
+            usd, tokens = await ledger_totals(conn, cid.tenant_id, cid.key_id, cid.start,
+                                              max(now, cid.start))  # fmt: skip
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreUnavailable(f"ledger: {exc}") from exc
+    return usd_to_units(usd) if cid.limit == "budget_usd" else tokens
 
-    def saw(self, policies: Sequence[Policy], now: datetime) -> None:
-        """Note when each policy version was first seen (the service's refresh calls this)."""
-        self._first_seen = {
-            (p.id, p.updated_at): self._first_seen.get((p.id, p.updated_at), now) for p in policies
-        }
 
-    async def ensure(self, lines: Sequence[Line], now: datetime) -> None:
-        """Seed the period counters of ``lines`` this process has not used yet."""
-        for line in lines:
-            name = line.charge.counter
-            if line.limit not in PERIOD_LIMITS or name in self._done:
+async def seed(
+    engine: AsyncEngine, store: QuotaStore, counter: str, expires_at: datetime, now: datetime
+) -> None:
+    """Create a missing period counter from the ledger (or at zero if it is no period one)."""
+    used = await ledger_used(engine, counter, now)
+    await store.seed(counter, used or 0, now=now, expires_at=expires_at)
+
+
+async def rebuild(
+    engine: AsyncEngine, store: QuotaStore, policies: Sequence[Policy], now: datetime
+) -> list[tuple[str, int]]:
+    """Set the current period's counters of ``policies`` to the ledger's totals; returns
+    (counter, used) for each."""
+    out = []
+    for p in policies:
+        for limit, value in (("budget_usd", p.budget_usd), ("tokens", p.tokens)):
+            if value is None:
                 continue
-            # Concurrent first calls on one counter: one reads the ledger, the others wait.
-            async with self._locks.setdefault(name, asyncio.Lock()):
-                if name not in self._done:
-                    await self._seed(line, now)
-                    self._done[name] = line.charge.expires_at
-            self._locks.pop(name, None)
-
-    async def _seed(self, line: Line, now: datetime) -> None:
-        p = line.policy
-        if line.period_start >= self._first_seen.get((p.id, p.updated_at), now):
-            return
-        try:
-            async with self._engine.connect() as conn:
-                usd, tokens = await ledger_totals(
-                    conn, p.tenant_id, p.key_id, line.period_start, now
-                )
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreUnavailable(f"ledger: {exc}") from exc
-        used = usd_to_units(usd) if line.limit == "budget_usd" else tokens
-        await self._store.seed(
-            line.charge.counter, used, now=now, expires_at=line.charge.expires_at
-        )
-
-    def forget(self, now: datetime) -> None:
-        self._done = {n: exp for n, exp in self._done.items() if exp > now}
+            name = counter_name(p, limit, period_label(p.period, now))  # type: ignore[arg-type]
+            used = await ledger_used(engine, name, now)
+            assert used is not None
+            expires = period_end(p.period, now) + PERIOD_GRACE
+            await store.rebuild(name, used, now=now, expires_at=expires)
+            out.append((name, used))
+    return out

@@ -2,7 +2,13 @@
 
     admission = await quotas.admit(key, model=model, request=body)   # may raise 429 / 403 / 503
     ... upstream ...
-    quotas.settle(admission, cost_usd=cost, tokens=usage.total_tokens)  # sync, schedules I/O
+    quotas.settle(admission, cost_usd=cost, tokens=usage.total_tokens)  # sync, no I/O
+
+A call is admitted against this replica's lease on each counter it needs (proxy.quotas.account)
+with no I/O; only when a lease lacks room — the first call of a minute, a burst, the last
+dollars of a budget — does it wait for the store, through the one task that talks to it
+(proxy.quotas.syncer), for at most ``quota_store_timeout``. Settling only counts locally: the
+syncer sends it, batched, within 0.25 s, and keeps it until the store has it.
 
 Policies are loaded from the database every ``refresh_interval`` (1 s), so a change applies
 within a second on every replica and a tenant without a policy costs a dict lookup. See
@@ -19,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -29,24 +36,27 @@ from ..errors import Forbidden, ServiceUnavailable
 from ..model_ids import ANY_MODEL, ModelId
 from ..pricing.catalog import Catalog
 from ..settings import Settings
+from .account import Account
 from .estimate import UNMETERED_OPERATIONS, Estimate, estimate_call
 from .manage import load_policies
-from .plan import ADJECTIVE, Line, amount, plan, rate_headers, refusal, settlements, status_of
-from .policy import LimitStatus, Policy, crossed, usd_to_units, utc, window_index
-from .seed import Seeder
-from .store import CounterState, QuotaStore, StoreUnavailable
+from .pending import SettlementSpool
+from .plan import ADJECTIVE, Line, amount, plan, rate_headers, refusal, status_of
+from .policy import LimitStatus, Policy, crossed, usd_to_units, utc
+from .seed import seed
+from .store import EntryState, QuotaStore, StoreUnavailable
 from .store_memory import MemoryStore
 from .store_redis import RedisStore
 from .store_sql import SqlStore
+from .syncer import Syncer
 
-__all__ = ["Admission", "QuotaHooks", "QuotaService"]
+__all__ = ["Admission", "QuotaHooks", "QuotaService", "make_store"]
 
 log = logging.getLogger("gemini_meter.quotas")
 
-HOLD_SECONDS = 120.0  # a hold's life without a heartbeat: how long a crashed replica's holds last
-MAX_HOLD = timedelta(hours=4)  # a call never settled (a bug) stops holding after this
+HOLD_SECONDS = 120.0  # a hold's life without a renewal: how long a crashed replica's holds last
 COLLECT_SECONDS = 60.0
-_NEVER = datetime.min.replace(tzinfo=UTC)
+SOFT_FRESH = 5.0  # a soft limit is checked against a reading at most this old (else the store)
+STORE_TIMEOUT = 1.0
 
 
 @dataclass(slots=True)
@@ -56,6 +66,9 @@ class QuotaHooks:
     on_usage: Callable[[LimitStatus], None] | None = None  # after each change of a counter
     on_threshold: Callable[[LimitStatus, Decimal], None] | None = None  # passed 0.8 or 1
     on_refusal: Callable[[LimitStatus], None] | None = None  # a call refused by this limit
+    # After each sync with the store: whether it answered, and the settlement batches it has
+    # not confirmed yet (kept on disk while it fails).
+    on_sync: Callable[[bool, int], None] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -67,10 +80,20 @@ class Admission:
     lines: tuple[Line, ...] = ()
     estimate: Estimate | None = None
     worst_units: int | None = None  # the held worst-case cost, 1e-10 USD; None: not priceable
-    window: int = 0
-    admitted_at: datetime = _NEVER  # set when it holds anything
+    accounts: tuple[Account, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
+
+
+def make_store(settings: Settings, engine: AsyncEngine, redis_prefix: str) -> QuotaStore:
+    """Redis if configured, else the SQL store on PostgreSQL, else in process (SQLite) —
+    unless several worker processes share the SQLite file: then the SQL store there."""
+    if settings.redis_url:
+        return RedisStore.from_url(settings.redis_url, prefix=redis_prefix,
+                                   timeout=settings.quota_store_timeout)  # fmt: skip
+    if engine.dialect.name == "postgresql" or settings.workers > 1:
+        return SqlStore(engine)
+    return MemoryStore()
 
 
 class QuotaService:
@@ -84,17 +107,23 @@ class QuotaService:
         hooks: QuotaHooks | None = None,
         hold_seconds: float = HOLD_SECONDS,
         refresh_interval: float = 1.0,
+        timeout: float = STORE_TIMEOUT,
+        spool_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.hooks = hooks or QuotaHooks()
+        self.holder = uuid.uuid4().hex  # this process's leases
         self._engine = engine
         self._catalog = catalog
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._hold = timedelta(seconds=hold_seconds)
+        self._timeout = timeout
         self._by_tenant: dict[int, tuple[Policy, ...]] = {}
-        self._seeder = Seeder(engine, store)
-        self._live: dict[str, Admission] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._syncer = Syncer(
+            store, self.holder, clock=self._now, hold=timedelta(seconds=hold_seconds),
+            timeout=timeout, seed=self._seed, report=self._report,
+            synced=lambda ok, n: self._call(self.hooks.on_sync, ok, n),
+            spool=None if spool_dir is None else SettlementSpool(spool_dir),
+        )  # fmt: skip
         self._loops: list[asyncio.Task[None]] = []
         self._unpriced_logged: set[str] = set()
         self.loaded = False  # policies read at least once
@@ -114,18 +143,13 @@ class QuotaService:
         hold_seconds: float = HOLD_SECONDS,
         refresh_interval: float = 1.0,
     ) -> QuotaService:
-        """Redis if configured, else the SQL store on PostgreSQL, else in process (SQLite) —
-        unless several worker processes share the SQLite file: then the SQL store there."""
-        if store is None:
-            if settings.redis_url:
-                store = RedisStore.from_url(settings.redis_url, prefix=redis_prefix)
-            elif engine.dialect.name == "postgresql" or getattr(settings, "workers", 1) > 1:
-                store = SqlStore(engine)
-            else:
-                store = MemoryStore()
+        """A service on the deployment's store (:func:`make_store`), its sync started."""
+        timeout = settings.quota_store_timeout
+        store = store or make_store(settings, engine, redis_prefix)
         svc = cls(
-            store, engine, catalog, clock=clock, hooks=hooks,
-            hold_seconds=hold_seconds, refresh_interval=refresh_interval,
+            store, engine, catalog, clock=clock, hooks=hooks, hold_seconds=hold_seconds,
+            refresh_interval=refresh_interval, timeout=timeout,
+            spool_dir=settings.spool_dir / "quota",
         )  # fmt: skip
         try:
             await svc.refresh()
@@ -136,9 +160,9 @@ class QuotaService:
         except BaseException:
             await store.aclose()
             raise
+        svc._syncer.start()
         svc._loops = [
             asyncio.create_task(svc._every(refresh_interval, svc.refresh), name="quota-refresh"),
-            asyncio.create_task(svc._every(hold_seconds / 4, svc._heartbeat), name="quota-hold"),
             asyncio.create_task(svc._every(COLLECT_SECONDS, svc._collect), name="quota-collect"),
         ]
         return svc
@@ -153,7 +177,8 @@ class QuotaService:
         request: Mapping[str, Any],
         operation: str = "generateContent",
     ) -> Admission:
-        """Refuse (QuotaExceeded 429, Forbidden 403) or hold the call's worst case."""
+        """Refuse (QuotaExceeded 429, Forbidden 403, ServiceUnavailable 503) or admit the call,
+        holding its worst case."""
         if not self.loaded:
             raise ServiceUnavailable(
                 "Quota policies are not loaded yet (database unreachable); retry shortly.",
@@ -181,33 +206,68 @@ class QuotaService:
         lines = plan(policies, est, worst, now)
         if not lines:
             return Admission("", key.tenant_name)
-        rid = uuid.uuid4().hex
-        try:
-            await self._seeder.ensure(lines, now)
-            result = await self.store.reserve(
-                rid, [ln.charge for ln in lines], now=now, hold_until=now + self._hold
-            )
-        except StoreUnavailable as exc:
-            return self._unavailable(exc, lines, key.tenant_name)
-        headers = rate_headers(lines, result.states, now)
-        if result.refused is not None:
-            line, state = lines[result.refused], result.states[result.refused]
-            self._call(self.hooks.on_refusal, status_of(line, state))
-            raise refusal(line, state, now, headers)
-        for line, state in zip(lines, result.states, strict=True):
-            if line.period == "minute":
-                self._call(self.hooks.on_usage, status_of(line, state))
-        adm = Admission(rid, key.tenant_name, tuple(lines), est, worst, window_index(now), now,
-                        headers)  # fmt: skip
-        if any(ln.charge.kind == "hold" for ln in lines):
-            self._live[rid] = adm
-        return adm
+        mono = time.monotonic()
+        accounts = [self._account(line, mono) for line in lines]
+        taken: list[int] = []  # admitted here, against the lease
+        remote: list[int] = []  # for the store to decide
+        for i, (line, a) in enumerate(zip(lines, accounts, strict=True)):
+            a.note(line.charge.amount, mono)
+            if a.kind == "soft":
+                if not (a.known and mono - a.synced_at < SOFT_FRESH):
+                    remote.append(i)
+                elif a.state().used >= a.limit:
+                    self._untake(lines, accounts, taken)
+                    raise self._refusal(lines, accounts, i, now)
+            elif a.take(line.charge.amount):
+                taken.append(i)
+            else:
+                remote.append(i)
+        if remote:
+            pairs = tuple((accounts[i], lines[i].charge.amount) for i in remote)
+            try:
+                bad = await self._syncer.admit(pairs)
+            except StoreUnavailable as exc:
+                self._untake(lines, accounts, taken)
+                return self._unavailable(exc, lines, key.tenant_name)
+            if bad is not None:
+                self._untake(lines, accounts, taken)
+                raise self._refusal(lines, accounts, remote[bad], now)
+        for a in accounts:
+            a.calls += 1
+        headers = rate_headers(lines, [a.state() for a in accounts], now)
+        return Admission("", key.tenant_name, tuple(lines), est, worst, tuple(accounts), headers)
+
+    def _account(self, line: Line, mono: float) -> Account:
+        accounts = self._syncer.accounts
+        a = accounts.get(line.charge.counter)
+        if a is None:
+            a = accounts[line.charge.counter] = Account(line, line.strict, last_use=mono)
+            return a
+        if line.charge.limit < a.limit or line.charge.kind != a.kind:
+            # A lower limit (or another mode): the lease was sized for the old one. Calls ask
+            # the store until the next sync has shrunk it.
+            a.known = False
+            self._syncer.poke(urgent=True)
+        a.line = line
+        return a
+
+    @staticmethod
+    def _untake(lines: Sequence[Line], accounts: Sequence[Account], taken: list[int]) -> None:
+        for i in taken:
+            accounts[i].untake(lines[i].charge.amount)
+
+    def _refusal(
+        self, lines: Sequence[Line], accounts: Sequence[Account], i: int, now: datetime
+    ) -> Exception:
+        states = [a.state() for a in accounts]
+        self._call(self.hooks.on_refusal, status_of(lines[i], states[i]))
+        return refusal(lines[i], states[i], now, rate_headers(lines, states, now))
 
     def _unavailable(self, exc: StoreUnavailable, lines: Sequence[Line], tenant: str) -> Admission:
         # A hard limit cannot be promised without its store: refuse. Soft limits and rate
         # limits prefer availability: admit, uncounted, and say so in the log.
         self._log_throttled("store", "quota store unavailable: %s", exc)
-        if any(ln.charge.kind == "hold" for ln in lines):
+        if any(ln.strict for ln in lines):
             raise ServiceUnavailable(
                 "Quota accounting is unavailable; the call was not sent. Retry shortly.",
                 headers={"Retry-After": "1"},
@@ -217,73 +277,67 @@ class QuotaService:
     # -- settlement -----------------------------------------------------------------------------
 
     def settle(self, admission: Admission, *, cost_usd: Decimal | None, tokens: int) -> None:
-        """Replace the call's holds by what it used. Non-blocking: the store I/O runs as a task
-        (``drain`` awaits them). Idempotent. ``cost_usd`` None (unpriced) settles the held worst
-        case, so an unpriceable call still counts against the budget."""
+        """Replace the call's holds by what it used: counted here at once, sent to the store by
+        the syncer (batched), kept until the store has it. Idempotent. ``cost_usd`` None
+        (unpriced) settles the held worst case, so an unpriceable call still counts."""
         if admission.settled or not admission.lines:
             return
         admission.settled = True
-        self._live.pop(admission.id, None)
-        try:
-            task = asyncio.get_running_loop().create_task(
-                self._settle(admission, cost_usd, max(0, tokens))
-            )
-        except RuntimeError:
-            log.error("quota: settle outside the event loop; holds expire in %s", self._hold)
-            return
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        cost = (admission.worst_units or 0) if cost_usd is None else usd_to_units(cost_usd)
+        tokens = max(0, tokens)
+        urgent = False
+        for line, a in zip(admission.lines, admission.accounts, strict=True):
+            used = 0 if line.limit == "rpm" else cost if line.limit == "budget_usd" else tokens
+            a.settle(line.charge.kind, line.charge.amount, used)
+            urgent = urgent or a.exact  # near the end, what it gives back is wanted at once
+        if urgent:
+            self._syncer.poke(urgent=True)
 
-    async def _settle(self, adm: Admission, cost_usd: Decimal | None, tokens: int) -> None:
-        now = self._now()
-        cost = (adm.worst_units or 0) if cost_usd is None else usd_to_units(cost_usd)
-        items = settlements(adm.lines, window=adm.window, now=now, cost_units=cost, tokens=tokens)
-        if not items:
-            return
-        states: tuple[CounterState, ...] = ()
-        for attempt in range(3):
-            try:
-                states = await self.store.settle(adm.id, [s for _, s in items], now=now)
-                break
-            except StoreUnavailable as exc:
-                if attempt == 2:
-                    log.error("quota: settling %s failed, its holds expire: %s", adm.id, exc)
-                    return
-                await asyncio.sleep(0.1 * 4**attempt)
-        for (period_line, s), st in zip(items, states, strict=True):
-            if period_line is not None:
-                self._report(period_line, st, st.used - s.add)
-
-    def _report(self, line: Line, state: CounterState, before: int) -> None:
-        status = status_of(line, state)
+    def _report(self, a: Account, st: EntryState, added: int) -> None:
+        line = a.line
+        status = status_of(line, a.state())
         self._call(self.hooks.on_usage, status)
-        for t in crossed(before, state.used, line.charge.limit):
+        if added <= 0 or line.period == "minute":
+            return
+        for t in crossed(st.used - added, st.used, line.charge.limit):
             what = "budget" if line.limit == "budget_usd" else "token quota"
             log.warning(
                 "quota: %s passed %s%% of its %s %s: %s of %s used, resets at %s",
                 line.policy.scope, int(t * 100), ADJECTIVE[line.period], what,
-                amount(line, state.used), amount(line, line.charge.limit),
-                utc(status.resets_at).isoformat(),
+                amount(line, st.used), amount(line, line.charge.limit),
+                utc(line.resets_at).isoformat(),
             )  # fmt: skip
             self._call(self.hooks.on_threshold, status, t)
 
-    async def drain(self) -> None:
-        """Wait for every scheduled settlement (shutdown, tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def drain(self, timeout: float = 10.0) -> bool:
+        """Send every settlement and give back every spare unit (shutdown, tests)."""
+        return await self._syncer.flush(release=True, timeout=timeout)
+
+    @property
+    def pending_batches(self) -> int:
+        """Settlement batches the store has not confirmed yet (on disk while it fails)."""
+        return self._syncer.pending_batches()
 
     # -- status ---------------------------------------------------------------------------------
 
     async def status(self, tenant: str) -> list[LimitStatus]:
-        """Use of every limit of a tenant's policies (tenant-wide first), with reset times."""
+        """Use of every limit of a tenant's policies (tenant-wide first), with reset times. This
+        replica's settlements are sent first; ``reserved`` counts calls in flight here and
+        every other replica's holds (their calls in flight and their leases' spare room)."""
         policies = [p for ps in self._by_tenant.values() for p in ps if p.tenant == tenant]
         if not policies:
             return []
         now = self._now()
         lines = plan(policies, Estimate(0, 0, 0, Decimal(0)), 0, now)
-        await self._seeder.ensure(lines, now)
-        states = await self.store.usage([ln.charge.counter for ln in lines], now=now)
-        return [status_of(ln, st) for ln, st in zip(lines, states, strict=True)]
+        await self._syncer.flush(release=False, timeout=self._timeout * 4)
+        accounts = [self._account(line, time.monotonic()) for line in lines]
+        try:
+            await self._syncer.read(accounts)
+        except StoreUnavailable as exc:
+            raise ServiceUnavailable(
+                f"The quota store did not answer: {exc}", headers={"Retry-After": "1"}
+            ) from exc
+        return [status_of(ln, a.state()) for ln, a in zip(lines, accounts, strict=True)]
 
     async def status_all(self) -> list[LimitStatus]:
         """Every tenant's limits: for a gauge refresh at scrape time or the admin API."""
@@ -301,27 +355,14 @@ class QuotaService:
         by_tenant: dict[int, list[Policy]] = {}
         for p in policies:
             by_tenant.setdefault(p.tenant_id, []).append(p)
-        self._seeder.saw(policies, self._now())
         self._by_tenant = {t: tuple(ps) for t, ps in by_tenant.items()}
         self.loaded = True
 
-    async def _heartbeat(self) -> None:
-        now = self._now()
-        holds = []
-        for rid, adm in list(self._live.items()):
-            if adm.settled or now - adm.admitted_at > MAX_HOLD:
-                if not adm.settled:
-                    log.warning("quota: call %s never settled; its holds now expire", rid)
-                del self._live[rid]
-                continue
-            holds.append((rid, [ln.charge.counter for ln in adm.lines if ln.charge.kind == "hold"]))
-        if holds:
-            await self.store.extend(holds, now=now, until=now + self._hold)
+    async def _seed(self, counter: str, expires_at: datetime, now: datetime) -> None:
+        await seed(self._engine, self.store, counter, expires_at, now)
 
     async def _collect(self) -> None:
-        now = self._now()
-        self._seeder.forget(now)
-        await self.store.collect(now=now)
+        await self.store.collect(now=self._now())
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -332,12 +373,12 @@ class QuotaService:
                 # Keep the last good state and try again; the log is rate-limited.
                 self._log_throttled(getattr(job, "__name__", "job"), "quota: %r", exc)
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float = 10.0) -> None:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
-        await self.drain()
+        await self._syncer.close(timeout)
         await self.store.aclose()
 
     # -- helpers --------------------------------------------------------------------------------
