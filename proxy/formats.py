@@ -55,14 +55,29 @@ def json_default(obj: Any) -> Any:
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], out: Any = None) -> None:
+    """A table: drawn by rich on a terminal, plain aligned columns when piped (for grep, awk)."""
+    out = out or sys.stdout
     cells = [
         [str(c) for c in header],
         *[["" if c is None else str(_cell(c)) for c in r] for r in rows],
     ]
+    if getattr(out, "isatty", lambda: False)():
+        _rich_table(cells, out)
+        return
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     buf = io.StringIO()
     for n, row in enumerate(cells):
         buf.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
         if n == 0:
             buf.write("  ".join("-" * w for w in widths) + "\n")
-    (out or sys.stdout).write(buf.getvalue())
+    out.write(buf.getvalue())
+
+
+def _rich_table(cells: list[list[str]], out: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*cells[0], header_style="bold", highlight=False)
+    for row in cells[1:]:
+        table.add_row(*row)
+    Console(file=out).print(table)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -20,10 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
+import typer
+import typer.core
 import yaml
 
 from proxy.app import create_app
-from proxy.cli import build_parser, cmd_db_upgrade, cmd_serve
+from proxy.cli import app
+from proxy.cli import server as cli_server
 from tests.conftest import RunningProxy, proxy_settings
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.server import serve
@@ -241,14 +245,24 @@ def _entrypoint(stub_cli: Path, tmp_path: Path, *args: str, **env: str) -> tuple
     return result.returncode, calls + result.stdout.splitlines()
 
 
+def parse(argv: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The command function and parameters the real CLI resolves ``argv`` to (nothing runs)."""
+    command: Any = typer.main.get_command(app)
+    ctx = command.make_context("gemini-meter", list(argv))
+    while isinstance(command, typer.core.TyperGroup):
+        pending = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+        _, command, rest = command.resolve_command(ctx, pending)
+        ctx = command.make_context(command.name, rest, parent=ctx)
+    return inspect.unwrap(command.callback), ctx.params
+
+
 def test_entrypoint_migrates_then_serves_on_all_interfaces(stub_cli: Path, tmp_path: Path) -> None:
     code, calls = _entrypoint(stub_cli, tmp_path)
     assert (code, calls) == (0, ["gemini-meter db upgrade", "gemini-meter serve --host 0.0.0.0"])
     # Both are commands the real CLI accepts (running them is test_cli.py's business).
-    parser = build_parser()
-    assert parser.parse_args(calls[0].split()[1:]).fn is cmd_db_upgrade
-    serve_args = parser.parse_args(calls[1].split()[1:])
-    assert serve_args.fn is cmd_serve and serve_args.host == "0.0.0.0"
+    assert parse(calls[0].split()[1:])[0] is cli_server.db_upgrade
+    fn, params = parse(calls[1].split()[1:])
+    assert fn is cli_server.serve and params["host"] == "0.0.0.0"
 
 
 def test_entrypoint_passes_options_to_serve(stub_cli: Path, tmp_path: Path) -> None:

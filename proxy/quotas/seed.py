@@ -14,16 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .estimate import Estimate
 from .manage import ledger_totals
-from .plan import PERIOD_GRACE, counter_name, parse_counter
-from .policy import Policy, period_end, period_label, usd_to_units
+from .plan import PERIOD_GRACE, counter_name, parse_counter, plan, status_of
+from .policy import LimitStatus, Policy, period_end, period_label, usd_to_units
 from .store import QuotaStore, StoreUnavailable
+from .store_memory import MemoryStore
 
-__all__ = ["PERIOD_LIMITS", "ledger_used", "rebuild", "seed"]
+__all__ = ["PERIOD_LIMITS", "ledger_used", "read_status", "rebuild", "seed"]
 
 PERIOD_LIMITS = ("budget_usd", "tokens")
 
@@ -68,3 +71,16 @@ async def rebuild(
             await store.rebuild(name, used, now=now, expires_at=expires)
             out.append((name, used))
     return out
+
+
+async def read_status(
+    engine: AsyncEngine, store: QuotaStore, policies: Sequence[Policy], now: datetime
+) -> list[LimitStatus]:
+    """Use of every limit of ``policies`` as the store holds it, read only (no service, no
+    sync). The in-process store keeps its counters in the server's memory: a reader outside
+    it gets them from the ledger instead (settled spend; nothing shows as held)."""
+    if isinstance(store, MemoryStore):
+        await rebuild(engine, store, policies, now)
+    lines = plan(policies, Estimate(0, 0, 0, Decimal(0)), 0, now)
+    states = await store.usage([ln.charge.counter for ln in lines], now=now)
+    return [status_of(ln, st) for ln, st in zip(lines, states, strict=True)]
