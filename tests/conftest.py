@@ -53,8 +53,9 @@ E2E_MODULES = frozenset(
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
+        module = getattr(item, "module", None)
         e2e = fixtures & E2E_FIXTURES or (
-            item.module is not None and (item.module.__name__.rsplit(".", 1)[-1] in E2E_MODULES)
+            module is not None and module.__name__.rsplit(".", 1)[-1] in E2E_MODULES
         )
         item.add_marker(
             pytest.mark.e2e if e2e or item.get_closest_marker("e2e") else pytest.mark.unit

@@ -437,7 +437,8 @@ def _served_by(directory: Path, tenant: str) -> set[int]:
     """The workers whose own counter file holds calls of ``tenant``."""
     pids = set()
     for pid in _pids(directory, "counter"):
-        for family in MultiProcessCollector.merge([str(directory / f"counter_{pid}.db")]):
+        files = [str(directory / f"counter_{pid}.db")]
+        for family in MultiProcessCollector.merge(files):  # type: ignore[no-untyped-call]
             if family.name == "gemini_meter_requests" and any(
                 s.labels.get("tenant") == tenant and s.value for s in family.samples
             ):

@@ -147,9 +147,9 @@ def test_two_replicas_enforce_one_budget_and_one_rpm(
     assert last.headers["x-ratelimit-remaining-requests"] == "0"
     if shared == "redis":
         r = Redis.from_url(REDIS_URL)
-        keys = list(r.scan_iter(match=f"{prefix}*"))
-        if keys:
-            r.delete(*keys)
+        stale = list(r.scan_iter(match=f"{prefix}*"))
+        if stale:
+            r.delete(*stale)
         r.close()
 
 

@@ -203,7 +203,7 @@ async def test_tpm_window_holds_the_worst_case_then_real_tokens(
         svc.settle(adm, cost_usd=Decimal(0), tokens=150)  # the real total replaces the hold
         await svc.drain()
         tpm = limit(await svc.status(TENANT), "tpm")
-        assert (tpm.used, tpm.reserved) == (150, 0)
+        assert (tpm.used, tpm.reserved) == (Decimal(150), Decimal(0))
         flight = [await svc.admit(key, model=model_id(MODEL), request=req) for _ in range(2)]
         exc = await refused(svc, key, request=req)  # 150 + 2 held + this one > 1000
         assert exc is not None and exc.code == "rate_limit_exceeded"
@@ -441,7 +441,7 @@ async def test_an_unreachable_store_refuses_hard_limits_only(sqlite_url: str, cl
         await engine.dispose()
 
 
-async def _prefix(url: str, key_id: int) -> str:
+async def _prefix(url: str, key_id: int | None) -> str:
     engine = make_engine(url)
     try:
         async with engine.connect() as conn:
@@ -452,7 +452,7 @@ async def _prefix(url: str, key_id: int) -> str:
 
 
 async def _ledger(
-    url: str, tenant_id: int, key_id: int, at: datetime, cost: str, tokens: int
+    url: str, tenant_id: int, key_id: int | None, at: datetime, cost: str, tokens: int
 ) -> None:
     row: dict[str, Any] = {
         "id": f"{random.randrange(1 << 64):032x}", "created_at": at, "tenant_id": tenant_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import orjson
@@ -110,10 +111,10 @@ def test_log_records_of_any_logger_are_redacted(caplog: pytest.LogCaptureFixture
 # -- end to end ---------------------------------------------------------------------------------
 
 
-def _native(p: RunningProxy, method: str, path: str, **kw: object) -> httpx.Response:
+def _native(p: RunningProxy, method: str, path: str, **kw: Any) -> httpx.Response:
     return httpx.request(
         method, f"{p.url}{path}", headers={"x-goog-api-key": p.key}, timeout=30, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 NATIVE = [

@@ -140,7 +140,7 @@ def test_rollups_equal_the_ledger_and_reports_are_exact(db_url: str) -> None:
     assert len(raw) == 1500
 
     # 1. Every rollup row equals the ledger rows of its hour, tenant, key and model.
-    expected = defaultdict(lambda: defaultdict(int))  # type: ignore[var-annotated]
+    expected: defaultdict[Any, defaultdict[str, Any]] = defaultdict(lambda: defaultdict(int))
     for r in raw:
         ts = r["created_at"] if r["created_at"].tzinfo else r["created_at"].replace(tzinfo=UTC)
         k = (
@@ -170,9 +170,9 @@ def test_rollups_equal_the_ledger_and_reports_are_exact(db_url: str) -> None:
         (T0 + timedelta(hours=5), T0 + timedelta(hours=5), ("tenant",)),  # empty
     ]
     for _ in range(12):
-        a = T0 + timedelta(seconds=rnd.uniform(-3600, 3 * 86400))
-        b = a + timedelta(seconds=rnd.uniform(0, 2 * 86400))
-        cases.append((a, b, tuple(rnd.sample(GROUPS, rnd.randint(0, 3)))))
+        lo = T0 + timedelta(seconds=rnd.uniform(-3600, 3 * 86400))
+        hi = lo + timedelta(seconds=rnd.uniform(0, 2 * 86400))
+        cases.append((lo, hi, tuple(rnd.sample(GROUPS, rnd.randint(0, 3)))))
 
     async def reports() -> list[list[Any]]:
         engine = make_engine(db_url)
