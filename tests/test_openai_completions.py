@@ -17,10 +17,8 @@ from proxy.openai.completions import (
     CompletionsStreamTranslator,
     completions_request_to_gemini,
     gemini_replies_to_completion,
-    sum_usage,
 )
 from proxy.openai.errors import UpstreamStreamError
-from proxy.usage import Usage
 
 MODEL = "gemini-2.5-flash"
 
@@ -179,12 +177,6 @@ def test_reply_orders_choices_prompt_then_candidate_and_sums_usage() -> None:
         24,
     )
     assert out.usage.model_extra == {"cost": 3e-7}
-
-
-def test_sum_usage() -> None:
-    total = sum_usage([Usage(prompt_tokens=1, output_tokens=2), Usage.estimate(3, 4)])
-    assert (total.prompt_tokens, total.output_tokens, total.estimated) == (4, 6, True)
-    assert sum_usage([]) == Usage()
 
 
 def test_stream_chunks() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, cast
 
@@ -40,7 +40,7 @@ from proxy.openai.validate import (
     req_object,
     req_str,
 )
-from proxy.usage import Usage
+from proxy.usage import Usage, sum_usage
 from proxy.wire.openai import FinishReason
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "completions_request_to_gemini",
     "gemini_replies_to_completion",
     "new_text_completion_id",
-    "sum_usage",
 ]
 
 TRANSLATED_PARAMETERS: Final = frozenset(
@@ -72,6 +71,15 @@ class CompletionsCall:
     n: int
     prompts: list[str]
     requests: list[dict[str, Any]]  # one generateContent body per prompt
+
+    @property
+    def admission_request(self) -> dict[str, Any]:
+        """One body standing for all the prompts' calls, for the quotas' worst case: every
+        prompt's turn, and ``n`` candidates per prompt (each call may write its maximum)."""
+        config = dict(self.requests[0].get("generationConfig") or {})
+        config["candidateCount"] = self.n * len(self.requests)
+        contents = [turn for request in self.requests for turn in request["contents"]]
+        return {"contents": contents, "generationConfig": config}
 
 
 def new_text_completion_id() -> str:
@@ -142,16 +150,6 @@ def completions_request_to_gemini(body: Any) -> CompletionsCall:
         prompts=prompts,
         requests=requests,
     )
-
-
-def sum_usage(usages: Sequence[Usage]) -> Usage:
-    """The usage of several calls together (counts added; estimated if any one was)."""
-    totals = {
-        f.name: sum(getattr(u, f.name) for u in usages)
-        for f in fields(Usage)
-        if f.name != "estimated"
-    }
-    return Usage(**totals, estimated=any(u.estimated for u in usages))
 
 
 def _text(candidate: Mapping[str, Any]) -> str:
