@@ -4,7 +4,7 @@ prompts' usages added up."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -28,12 +28,6 @@ from tests.fakes.gemini import (
 
 MODEL = "gemini-2.5-flash"
 FIXTURE_TEXT = fixture("generate_text")["candidates"][0]["content"]["parts"][0]["text"]
-
-
-@pytest.fixture
-def client(proxy: RunningProxy) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0) as c:
-        yield c
 
 
 def priced(proxy: RunningProxy, *usages: Usage) -> Decimal:

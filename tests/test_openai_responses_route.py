@@ -4,7 +4,6 @@ call's ledger row and cost checked against what the client was told."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -39,20 +38,6 @@ WEATHER: Any = {
         "required": ["city"],
     },
 }
-
-
-@pytest.fixture
-def client(proxy: RunningProxy) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0) as c:
-        yield c
-
-
-@pytest.fixture
-async def aclient(proxy: RunningProxy) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0
-    ) as c:
-        yield c
 
 
 def function_call_reply() -> JsonReply:
@@ -242,6 +227,17 @@ def test_stored_responses_are_not_found_and_say_why(
 # -- OpenAI Agents SDK and LangChain ---------------------------------------------------------
 
 
+def enqueue_tool_round_trip(proxy: RunningProxy, streamed: bool) -> None:
+    """Gemini calls get_weather(Hanoi), then answers with the result."""
+    if streamed:
+        proxy.fake.enqueue(
+            StreamReply([fixture("generate_function_call")]),
+            StreamReply(stream_events(["It is ", "31 degrees."], usage_metadata(120, 5))),
+        )
+    else:
+        proxy.fake.enqueue(function_call_reply(), text_reply("It is 31 degrees."))
+
+
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_agents_sdk_agent_runs_a_tool(proxy: RunningProxy, streamed: bool) -> None:
     seen: list[str] = []
@@ -252,13 +248,7 @@ async def test_agents_sdk_agent_runs_a_tool(proxy: RunningProxy, streamed: bool)
         seen.append(city)
         return f"31 degrees {unit} in {city}"
 
-    if streamed:
-        proxy.fake.enqueue(
-            StreamReply([fixture("generate_function_call")]),
-            StreamReply(stream_events(["It is ", "31 degrees."], usage_metadata(120, 5))),
-        )
-    else:
-        proxy.fake.enqueue(function_call_reply(), text_reply("It is 31 degrees."))
+    enqueue_tool_round_trip(proxy, streamed)
     async with openai.AsyncOpenAI(
         base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0
     ) as client:
@@ -288,13 +278,7 @@ def test_langchain_chat_openai_on_the_responses_api(proxy: RunningProxy, streame
     from langchain_core.messages import HumanMessage, ToolMessage
     from langchain_openai import ChatOpenAI
 
-    if streamed:
-        proxy.fake.enqueue(
-            StreamReply([fixture("generate_function_call")]),
-            StreamReply(stream_events(["It is ", "31 degrees."], usage_metadata(120, 5))),
-        )
-    else:
-        proxy.fake.enqueue(function_call_reply(), text_reply("It is 31 degrees."))
+    enqueue_tool_round_trip(proxy, streamed)
     llm = ChatOpenAI(
         model=MODEL, use_responses_api=True, base_url=f"{proxy.url}/v1",
         api_key=proxy.key, max_retries=0, streaming=streamed,
