@@ -169,6 +169,36 @@ def test_a_later_streamed_prompt_failing_ends_the_stream_with_its_error(
     assert row_cost(row) == priced(proxy, Usage.from_metadata(usage)) > 0
 
 
+async def test_a_client_leaving_mid_prompts_is_billed_for_what_ran(proxy: RunningProxy) -> None:
+    first = usage_metadata(5, 2)
+    proxy.fake.enqueue(
+        StreamReply(stream_events(["a", "b"], first)),
+        StreamReply(stream_events(["c", "d"], usage_metadata(7, 3)), hold_after=1),
+        action="streamGenerateContent",
+    )
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream(
+            "POST", f"{proxy.url}/v1/completions",
+            json={"model": MODEL, "prompt": ["x", "y", "z"], "stream": True},
+            headers={"authorization": f"Bearer {proxy.key}"},
+        ) as r,
+    ):  # fmt: skip
+        seen = b""
+        async for chunk in r.aiter_bytes():
+            seen += chunk
+            if b'"text":"c"' in seen:
+                break  # the second prompt is streaming: leave
+    [row] = proxy.rows()
+    assert row["error_class"] == "client_disconnected" and row["status"] == 200
+    # the first prompt's whole usage and the second's so far (its first event: prompt only)
+    assert (row["prompt_tokens"], row["output_tokens"]) == (5 + 7, 2)
+    assert row_cost(row) > priced(proxy, Usage.from_metadata(first))
+    await proxy.fake.await_until(lambda: proxy.fake.cancelled >= 1, within=5)
+    proxy.fake.release()
+    assert len(proxy.fake.calls("streamGenerateContent")) == 2  # the third never went out
+
+
 @pytest.mark.parametrize(
     ("extra", "param"),
     [({"suffix": "!"}, "suffix"), ({"echo": True}, "echo"), ({"logprobs": 2}, "logprobs"),
