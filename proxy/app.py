@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -18,9 +20,10 @@ from starlette.routing import Route
 
 from . import metrics
 from .admin.routes import create_admin_app, tenant_usage
-from .errors import BadRequest, Envelope, ProxyError, to_response
-from .logs import configure_logging
-from .middleware import ServerMiddleware
+from .db.faults import rows_refused
+from .errors import BadRequest, Envelope, ProxyError, ServiceUnavailable, to_response
+from .logs import configure_logging, install_redaction
+from .middleware import Deadline, ServerMiddleware
 from .native import routes as native
 from .openai import routes as openai
 from .openai.errors import unknown_openai_route
@@ -80,9 +83,13 @@ async def readyz(request: Request) -> Response:
     svc = services(request)
     checks: dict[str, str] = {}
     try:
-        async with svc.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        # A hung database is as unready as a down one, and a probe must answer in time.
+        async with asyncio.timeout(svc.settings.key_lookup_timeout):
+            async with svc.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
+    except TimeoutError:
+        checks["database"] = "error: timeout"
     except Exception as exc:  # report, don't raise: this is the health check
         checks["database"] = f"error: {type(exc).__name__}"
     checks["upstream_key"] = "ok" if svc.settings.upstream_keys else "missing"
@@ -121,6 +128,9 @@ def tune_gc() -> None:
 
 
 def create_app(settings: Settings, *, svc: Services | None = None) -> Starlette:
+    if problem := settings.admin_token_problem:
+        raise ValueError(problem)  # `serve` says so and exits before it gets here
+    install_redaction()  # no secret in any log line of the process, whoever configured logging
     admin = create_admin_app()
 
     @asynccontextmanager
@@ -156,7 +166,9 @@ def create_app(settings: Settings, *, svc: Services | None = None) -> Starlette:
         ]
     )
     _install_error_handlers(admin)
-    app.mount("/admin", admin)
+    app.mount("/admin", Deadline(admin, settings.database_request_timeout))
+    if svc is not None:  # known now: usable before (or without) the lifespan
+        app.state.services = admin.state.services = svc
     app.add_middleware(ServerMiddleware)
     _install_error_handlers(app)
     return app
@@ -191,6 +203,18 @@ def _install_error_handlers(app: Starlette) -> None:
             # The client left while sending its body: no call was made, nobody to answer.
             log.debug("client disconnected during %s %s", request.method, request.url.path)
             return Response(status_code=499)
+        if isinstance(exc, SQLAlchemyError | OSError):
+            # The database, not the proxy: refused input is the request's fault (a 400 that
+            # validation should have given), anything else an outage (503, retry).
+            log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+            err = (
+                BadRequest("The database refused a value of this request.")
+                if rows_refused(exc)
+                else ServiceUnavailable(
+                    "The database is unavailable; retry shortly.", headers={"Retry-After": "1"}
+                )
+            )
+            return to_response(err, envelope_for(request))
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return to_response(ProxyError("Internal error in the proxy."), envelope_for(request))
 

@@ -77,6 +77,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             setattr(settings, name, value)
             os.environ[f"GEMINI_METER_{name.upper()}"] = str(value)
     configure_logging(settings.log_level)
+    if problem := settings.admin_token_problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if settings.is_sqlite:
         if settings.workers > 1:
             print(

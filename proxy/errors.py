@@ -33,6 +33,8 @@ from typing import Any, ClassVar, Literal
 import orjson
 from starlette.responses import Response
 
+from .redact import scrub_bytes
+
 __all__ = [
     "BadRequest",
     "ConnectError",
@@ -217,7 +219,7 @@ class ReadTimeout(TransportTimeout):
 def to_response(exc: ProxyError, envelope: Envelope) -> Response:
     body = exc.openai_body() if envelope == "openai" else exc.gemini_body()
     return Response(
-        orjson.dumps(body),
+        scrub_bytes(orjson.dumps(body)),  # a message may echo input: never a key-shaped string
         status_code=exc.status_code,
         media_type="application/json",
         headers=exc.headers,

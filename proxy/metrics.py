@@ -40,6 +40,7 @@ __all__ = [
     "COST_USD",
     "IN_FLIGHT",
     "LEDGER_BATCHES",
+    "LEDGER_DEAD_LETTERED",
     "LEDGER_QUEUE_DEPTH",
     "LEDGER_REPLAYED",
     "LEDGER_SPOOLED",
@@ -188,6 +189,10 @@ LEDGER_WRITE_FAILURES = Counter(
 LEDGER_SPOOLED = Counter(
     "gemini_meter_ledger_spooled_events_total",
     "Ledger events written to the local spool because the database could not take them.",
+)
+LEDGER_DEAD_LETTERED = Counter(
+    "gemini_meter_ledger_dead_letter_events_total",
+    "Ledger rows the database refused (bad data), set aside in the spool's dead-letter directory.",
 )
 LEDGER_REPLAYED = Counter(
     "gemini_meter_ledger_replayed_events_total",

@@ -18,6 +18,7 @@ from .metering.spool import Spool
 from .pipeline import Pipeline
 from .pricing.catalog import Catalog
 from .quotas.service import QuotaHooks, QuotaService
+from .redact import register_secrets
 from .settings import Settings
 from .upstream import AiohttpSender, Sender, Upstream
 
@@ -40,6 +41,8 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, *, upstream_sender: Sender | None = None) -> Services:
         """``upstream_sender`` replaces aiohttp (tests pass an in-process fake)."""
+        admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+        register_secrets(*settings.upstream_keys, admin)  # scrubbed from replies and logs
         engine = make_engine(settings.database_url)
         sessionmaker = make_sessionmaker(engine)
         catalog = Catalog.load(
@@ -62,7 +65,11 @@ class Services:
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
-            keys=KeyCache(sessionmaker, ttl=settings.key_cache_ttl),
+            keys=KeyCache(
+                sessionmaker,
+                ttl=settings.key_cache_ttl,
+                lookup_timeout=settings.key_lookup_timeout,
+            ),
             upstream=upstream,
             catalog=catalog,
             ledger=ledger,
@@ -76,6 +83,7 @@ class Services:
 
     async def start(self) -> None:
         self.ledger.start()
+        self.keys.start()
         self.quotas = await QuotaService.create(
             self.settings, self.engine, self.catalog, hooks=quota_hooks(),
             redis_prefix=self.settings.redis_prefix,
@@ -88,6 +96,7 @@ class Services:
     async def stop(self) -> None:
         if self.retention is not None:
             await self.retention.stop()
+        await self.keys.stop()
         await self.upstream.aclose()
         if self.quotas is not None:
             await self.quotas.aclose()  # settles what is in flight, before the engine goes

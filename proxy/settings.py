@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["ADMIN_TOKEN_MIN_LENGTH", "Settings"]
+
+# 16 characters of `openssl rand -hex` are 64 random bits: at a million guesses a second
+# against the constant-time check, ~300,000 years to find half the space. Shorter tokens are
+# too easy to guess or to have been typed by hand, so `serve` refuses to start with one.
+ADMIN_TOKEN_MIN_LENGTH = 16
 
 
 class Settings(BaseSettings):
@@ -71,7 +76,9 @@ class Settings(BaseSettings):
         "are cut (their rows are still written).",
     )
     admin_token: SecretStr | None = Field(
-        default=None, description="Bearer token for the admin API; unset disables it."
+        default=None,
+        description="Bearer token for the admin API; unset or empty disables it, and `serve` "
+        f"refuses to start with one shorter than {ADMIN_TOKEN_MIN_LENGTH} characters.",
     )
 
     # Storage
@@ -112,6 +119,18 @@ class Settings(BaseSettings):
         default=1.0,
         description="Seconds a tenant-key lookup is cached; revocations apply within this time.",
     )
+    key_lookup_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds a request waits for the database to check a key this process has "
+        "not cached (503 after); cached keys never wait. Also bounds /readyz's database check.",
+    )
+    database_request_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds /v1/usage and the admin API wait on the database before answering "
+        "503.",
+    )
 
     # Pricing
     price_list: str = Field(
@@ -134,6 +153,28 @@ class Settings(BaseSettings):
         "garbage-collector generation every 20,000 allocations instead of 700: a full collection "
         "then skips the libraries' objects (~100 ms every few seconds under load otherwise).",
     )
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _blank_token_is_none(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty (or all-blank) token is no token: the admin API is disabled, never open.
+        return token if token is not None and token.get_secret_value().strip() else None
+
+    @property
+    def admin_token_problem(self) -> str | None:
+        """Why the admin token must not be used, or None (also None when there is none)."""
+        if self.admin_token is None:
+            return None
+        token = self.admin_token.get_secret_value()
+        if token != token.strip():
+            return "GEMINI_METER_ADMIN_TOKEN has leading or trailing blanks"
+        if len(token) < ADMIN_TOKEN_MIN_LENGTH:
+            return (
+                f"GEMINI_METER_ADMIN_TOKEN has {len(token)} characters; at least "
+                f"{ADMIN_TOKEN_MIN_LENGTH} are required (e.g. `openssl rand -hex 32`), or "
+                "leave it unset to disable the admin API"
+            )
+        return None
 
     @property
     def upstream_keys(self) -> list[str]:

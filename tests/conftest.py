@@ -117,22 +117,24 @@ def pg_database() -> Iterator[str]:
         yield url
 
 
+async def truncate_pg(url: str) -> None:
+    """Empty every table of the test database (each test starts from nothing)."""
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "TRUNCATE usage_events, usage_rollups, api_keys, tenants, quota_policies,"
+                    " quota_counters, quota_reservations RESTART IDENTITY CASCADE"
+                )
+            )
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture
 def pg_url(pg_database: str) -> str:
-    async def truncate() -> None:
-        engine = make_engine(pg_database)
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(
-                    text(
-                        "TRUNCATE usage_events, usage_rollups, api_keys, tenants, quota_policies,"
-                        " quota_counters, quota_reservations RESTART IDENTITY CASCADE"
-                    )
-                )
-        finally:
-            await engine.dispose()
-
-    run_sync(truncate)
+    run_sync(lambda: truncate_pg(pg_database))
     return pg_database
 
 

@@ -189,7 +189,7 @@ def test_each_way_to_send_the_tenant_key(proxy: RunningProxy, how: str) -> None:
     [up] = proxy.fake.calls("generateContent")
     assert up.headers["x-goog-api-key"] == UPSTREAM_KEY
     assert "authorization" not in up.headers
-    assert up.query == {"foo": "bar"}  # other parameters pass; the client's key does not
+    assert up.query == {}  # neither the client's key nor a parameter off the allow-list
 
 
 @pytest.mark.parametrize("key", [None, "gm-not-a-real-key"])
@@ -434,3 +434,85 @@ def test_latency_and_overhead_count_from_the_request_arrival(proxy: RunningProxy
     assert float(r.headers["x-gemini-meter-overhead-ms"]) >= 250
     [row] = proxy.rows()
     assert row["latency_ms"] >= 250
+
+
+# -- query parameters (issue 16, item 6) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("param", ["fields", "$fields", "%24fields"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_partial_response_cannot_strip_usage(
+    proxy: RunningProxy, param: str, stream: bool
+) -> None:
+    """``fields=candidates`` (Google's partial responses) would leave usageMetadata out of the
+    reply and the call unbilled: the parameter never reaches the upstream."""
+    method = "streamGenerateContent?alt=sse&" if stream else "generateContent?"
+    r = httpx.post(
+        f"{proxy.url}/v1beta/models/gemini-2.5-flash:{method}{param}=candidates",
+        headers={"x-goog-api-key": proxy.key},
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+    )
+    assert r.status_code == 200
+    [up] = proxy.fake.requests
+    assert "fields" not in up.query and "$fields" not in up.query
+    assert "usageMetadata" in r.text
+    [row] = proxy.rows(1)
+    assert row["total_tokens"] > 0 and row["cost_usd"] > 0
+
+
+def test_the_fake_upstream_honours_fields(fake: FakeGemini, fake_server: Any) -> None:
+    """(So the test above could fail: the fake strips what Google would.)"""
+    r = httpx.post(
+        f"{fake_server[1]}/v1beta/models/gemini-2.5-flash:generateContent?fields=candidates",
+        headers={"x-goog-api-key": UPSTREAM_KEY},
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+    )
+    assert list(r.json()) == ["candidates"]
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "forwarded"),
+    [
+        ("gemini-2.5-flash:generateContent", "prettyPrint=false&callback=x&quotaUser=u", {}),
+        ("gemini-2.5-flash:generateContent", "alt=json", {}),
+        ("gemini-2.5-flash:streamGenerateContent", "alt=sse&$alt=proto", {"alt": "sse"}),
+        ("gemini-2.5-flash:countTokens", "fields=totalTokens", {}),
+    ],
+)
+def test_only_allowed_parameters_reach_the_upstream(
+    proxy: RunningProxy, path: str, query: str, forwarded: dict[str, str]
+) -> None:
+    r = httpx.post(
+        f"{proxy.url}/v1beta/models/{path}?{query}",
+        headers={"x-goog-api-key": proxy.key},
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+    )
+    assert r.status_code == 200, r.text
+    assert proxy.fake.requests[-1].query == forwarded
+
+
+def test_list_models_keeps_its_paging_parameters(proxy: RunningProxy) -> None:
+    r = httpx.get(
+        f"{proxy.url}/v1beta/models?pageSize=2&fields=models&key={proxy.key}",
+    )
+    assert r.status_code == 200 and "nextPageToken" in r.json()
+    assert proxy.fake.requests[-1].query == {"pageSize": "2"}
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("gemini-2.5-flash:generateContent", "alt=proto"),
+        ("gemini-2.5-flash:generateContent", "alt=sse"),
+        ("gemini-2.5-flash:streamGenerateContent", "alt=media"),
+        ("gemini-2.5-flash:streamGenerateContent", "alt=sse&alt=json"),
+    ],
+)
+def test_an_alt_the_proxy_cannot_meter_is_a_400(proxy: RunningProxy, path: str, query: str) -> None:
+    r = httpx.post(
+        f"{proxy.url}/v1beta/models/{path}?{query}",
+        headers={"x-goog-api-key": proxy.key},
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+    )
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert proxy.fake.requests == []

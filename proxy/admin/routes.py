@@ -6,25 +6,37 @@ nothing of the proxy routes. Errors use the OpenAI-style envelope, like every no
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import hmac
 import io
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import Depends, FastAPI, Query, Request
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI, Path, Query, Request
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from ..db import queries
-from ..db.reports import GROUPS, usage_report
+from ..db.reports import EARLIEST, GROUPS, LATEST, as_utc, usage_report
 from ..db.tables import ApiKey, Tenant
-from ..errors import BadRequest, Forbidden, NotFound, ProxyError, Unauthenticated
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    ProxyError,
+    ServiceUnavailable,
+    Unauthenticated,
+)
 from ..formats import decimal_text, write_usage
 from ..pricing.report import explain
 from ..quotas import QuotaPolicyError, delete_policy, get_policies, set_policy
+from ..quotas.manage import MAX_COUNT
 from ..services import Services, authenticate, services
 
 __all__ = ["FromQ", "GroupQ", "ToQ", "create_admin_app", "tenant_usage", "usage_response"]
@@ -36,12 +48,15 @@ __all__ = ["FromQ", "GroupQ", "ToQ", "create_admin_app", "tenant_usage", "usage_
 def require_admin(request: Request) -> Services:
     svc = services(request)
     token = svc.settings.admin_token
-    if token is None:
+    if token is None or svc.settings.admin_token_problem is not None:
         raise Forbidden("The admin API is disabled: set GEMINI_METER_ADMIN_TOKEN to enable it.")
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    expected = token.get_secret_value().encode()
-    # Constant time, and the same answer for a missing and a wrong token.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+    presented = presented.strip()
+    # Constant time whatever was sent (digests of equal length), the same answer for a missing,
+    # blank and wrong token — and a blank one never matches, whatever the setting.
+    given = hashlib.sha256(presented.encode()).digest()
+    expected = hashlib.sha256(token.get_secret_value().encode()).digest()
+    if scheme.lower() != "bearer" or not presented or not hmac.compare_digest(given, expected):
         raise Unauthenticated("Admin token missing or wrong.", code="invalid_admin_token")
     return svc
 
@@ -60,10 +75,24 @@ SessionDep = Annotated[AsyncSession, Depends(session_dep)]
 
 # -- shapes --------------------------------------------------------------------------------------
 
-KeyQ = Annotated[int | None, Query(description="A key id.")]
+# Every string the API takes ends up compared with (or stored in) a database column: at most
+# the column's length and no NUL (which PostgreSQL refuses), so bad input is a 400, never a 500.
+NO_NUL = r"^[^\x00]*$"
+NAME_LENGTH = 128  # tenants.name, api_keys.name, usage_events.model
+KEY_REF_LENGTH = 32  # a key id or display prefix
+DB_INT_MAX = 2**63 - 1
+
+Text = Annotated[str, StringConstraints(max_length=NAME_LENGTH, pattern=NO_NUL)]
+KeyRef = Annotated[str, StringConstraints(min_length=1, max_length=KEY_REF_LENGTH, pattern=NO_NUL)]
+TenantP = Annotated[str, Path(min_length=1, max_length=NAME_LENGTH, pattern=NO_NUL)]
+KeyP = Annotated[str, Path(min_length=1, max_length=KEY_REF_LENGTH, pattern=NO_NUL)]
+NameQ = Annotated[str | None, Query(min_length=1, max_length=NAME_LENGTH, pattern=NO_NUL)]
+KeyRefQ = Annotated[str | None, Query(min_length=1, max_length=KEY_REF_LENGTH, pattern=NO_NUL)]
+KeyQ = Annotated[int | None, Query(ge=1, le=DB_INT_MAX, description="A key id.")]
 FromQ = Annotated[datetime | None, Query(alias="from", description="Start, inclusive (UTC).")]
 ToQ = Annotated[datetime | None, Query(alias="to", description="End, exclusive (UTC).")]
 GroupQ = Annotated[str, Query(description=f"Comma-separated, any of {', '.join(GROUPS)}.")]
+Count = Annotated[int | None, Field(default=None, ge=1, le=MAX_COUNT)]
 
 
 class TenantIn(BaseModel):
@@ -86,7 +115,7 @@ class TenantOut(BaseModel):
 
 
 class KeyIn(BaseModel):
-    name: str | None = Field(default=None, max_length=128)
+    name: Text | None = None
 
 
 class KeyOut(BaseModel):
@@ -111,14 +140,18 @@ class KeyCreated(KeyOut):
 
 
 class QuotaIn(BaseModel):
-    key: str | None = Field(default=None, description="Narrow to one key (id or display prefix).")
-    budget_usd: Decimal | None = Field(default=None, description="USD budget per period.")
+    key: KeyRef | None = Field(
+        default=None, description="Narrow to one key (id or display prefix)."
+    )
+    budget_usd: Decimal | None = Field(
+        default=None, allow_inf_nan=False, description="USD budget per period."
+    )
     period: Literal["day", "week", "month"] = "month"
-    tokens: int | None = Field(default=None, description="Token quota per period.")
-    rpm: int | None = None
-    tpm: int | None = None
-    allowed_models: list[str] | None = Field(
-        default=None, description="Allowed model ids (globs); [] allows none."
+    tokens: Count = Field(default=None, description="Token quota per period.")
+    rpm: Count = None
+    tpm: Count = None
+    allowed_models: list[Text] | None = Field(
+        default=None, max_length=1000, description="Allowed model ids (globs); [] allows none."
     )
     mode: Literal["hard", "soft"] = "hard"
 
@@ -160,11 +193,11 @@ def create_admin_app() -> FastAPI:
         return [TenantOut.of(t) for t in await queries.list_tenants(session)]
 
     @app.get("/tenants/{name}", response_model=TenantOut, tags=["tenants"])
-    async def get_tenant(name: str, session: SessionDep) -> TenantOut:
+    async def get_tenant(name: TenantP, session: SessionDep) -> TenantOut:
         return TenantOut.of(await _tenant(session, name))
 
     @app.patch("/tenants/{name}", response_model=TenantOut, tags=["tenants"])
-    async def update_tenant(name: str, body: TenantPatch, session: SessionDep) -> TenantOut:
+    async def update_tenant(name: TenantP, body: TenantPatch, session: SessionDep) -> TenantOut:
         tenant = await _tenant(session, name)
         if body.disabled is not None:
             tenant.disabled = body.disabled
@@ -172,17 +205,17 @@ def create_admin_app() -> FastAPI:
         return TenantOut.of(tenant)
 
     @app.post("/tenants/{name}/keys", status_code=201, response_model=KeyCreated, tags=["keys"])
-    async def create_key(name: str, body: KeyIn, session: SessionDep) -> KeyCreated:
+    async def create_key(name: TenantP, body: KeyIn, session: SessionDep) -> KeyCreated:
         tenant = await _tenant(session, name)
         secret, key = await queries.create_key(session, tenant, body.name)
         return KeyCreated(**KeyOut.of(key, tenant.name).model_dump(), secret=secret)
 
     @app.get("/keys", response_model=list[KeyOut], tags=["keys"])
-    async def list_keys(session: SessionDep, tenant: str | None = None) -> list[KeyOut]:
+    async def list_keys(session: SessionDep, tenant: NameQ = None) -> list[KeyOut]:
         return [KeyOut.of(k, t) for k, t in await queries.list_keys(session, tenant)]
 
     @app.delete("/keys/{key}", status_code=204, tags=["keys"])
-    async def revoke_key(key: str, session: SessionDep) -> Response:
+    async def revoke_key(key: KeyP, session: SessionDep) -> Response:
         """Revoke by id or display prefix; effective on every replica within the key cache TTL."""
         if await queries.revoke_key(session, key) == 0:
             raise NotFound(f"No active key {key!r}.", code="key_not_found")
@@ -191,8 +224,8 @@ def create_admin_app() -> FastAPI:
     @app.get("/usage", tags=["usage"], response_model=list[dict[str, Any]])
     async def usage(
         session: SessionDep,
-        tenant: str | None = None,
-        model: str | None = None,
+        tenant: NameQ = None,
+        model: NameQ = None,
         key: KeyQ = None,
         since: FromQ = None,
         until: ToQ = None,
@@ -206,7 +239,9 @@ def create_admin_app() -> FastAPI:
         )  # fmt: skip
 
     @app.put("/tenants/{name}/quota", response_model=QuotaOut, tags=["quotas"])
-    async def set_quota(name: str, body: QuotaIn, svc: AdminDep, session: SessionDep) -> QuotaOut:
+    async def set_quota(
+        name: TenantP, body: QuotaIn, svc: AdminDep, session: SessionDep
+    ) -> QuotaOut:
         """Create or replace the policy (a limit left out is removed)."""
         try:
             await set_policy(
@@ -220,16 +255,20 @@ def create_admin_app() -> FastAPI:
         return await _quota_state(svc, session, name, refresh=True)
 
     @app.get("/tenants/{name}/quota", response_model=QuotaOut, tags=["quotas"])
-    async def get_quota(name: str, svc: AdminDep, session: SessionDep) -> QuotaOut:
+    async def get_quota(name: TenantP, svc: AdminDep, session: SessionDep) -> QuotaOut:
         """The tenant's policies and its use against every limit, with reset times."""
         await _tenant(session, name)
         return await _quota_state(svc, session, name, refresh=True)
 
     @app.delete("/tenants/{name}/quota", status_code=204, tags=["quotas"])
     async def delete_quota(
-        name: str, svc: AdminDep, session: SessionDep, key: str | None = None
+        name: TenantP, svc: AdminDep, session: SessionDep, key: KeyRefQ = None
     ) -> Response:
-        if not await delete_policy(session, name, key):
+        try:
+            deleted = await delete_policy(session, name, key)
+        except QuotaPolicyError as exc:  # no such tenant, or no such key of it
+            raise NotFound(str(exc), code="policy_not_found") from None
+        if not deleted:
             raise NotFound(f"No quota policy for {name!r}.", code="policy_not_found")
         await session.commit()
         if svc.quotas is not None:
@@ -262,6 +301,7 @@ async def usage_response(
     fmt: str,
 ) -> Response:
     """A usage report as JSON or CSV; shared by /admin/usage and the tenants' /v1/usage."""
+    since, until = _in_range(since, "from"), _in_range(until, "to")
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
     bad = [g for g in groups if g not in GROUPS]
     if bad:
@@ -290,10 +330,14 @@ async def tenant_usage(request: Request) -> Response:
     fmt = q.get("format", "json")
     if fmt not in ("json", "csv"):
         raise BadRequest("format must be json or csv.", param="format")
-    async with svc.sessionmaker() as session:
+    model = q.get("model")
+    if model is not None and (len(model) > NAME_LENGTH or "\x00" in model):
+        raise BadRequest(f"model must be a model id of at most {NAME_LENGTH} characters.",
+                         param="model")  # fmt: skip
+    since, until = _when(q.get("from"), "from"), _when(q.get("to"), "to")
+    async with database_deadline(svc.settings.database_request_timeout), svc.sessionmaker() as s:
         return await usage_response(
-            session, tenant=key.tenant_name, model=q.get("model"), key=None,
-            since=_when(q.get("from"), "from"), until=_when(q.get("to"), "to"),
+            s, tenant=key.tenant_name, model=model, key=None, since=since, until=until,
             group_by=q.get("group_by", "model"), fmt=fmt,
         )  # fmt: skip
 
@@ -305,7 +349,30 @@ def _when(value: str | None, param: str) -> datetime | None:
         ts = datetime.fromisoformat(value)
     except ValueError:
         raise BadRequest(f"{param} must be an ISO date or timestamp.", param=param) from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return _in_range(ts, param)
+
+
+def _in_range(ts: datetime | None, param: str) -> datetime | None:
+    if ts is None:
+        return None
+    utc = as_utc(ts)
+    if utc is None:
+        raise BadRequest(
+            f"{param} must lie between {EARLIEST.date()} and {LATEST.date()} (UTC).", param=param
+        )
+    return utc
+
+
+@contextlib.asynccontextmanager
+async def database_deadline(seconds: float) -> AsyncIterator[None]:
+    """Bound a request's wait on the database: past ``seconds``, 503 with Retry-After."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise ServiceUnavailable(
+            "The database did not answer in time; retry shortly.", headers={"Retry-After": "1"}
+        ) from None
 
 
 async def _quota_state(

@@ -28,6 +28,7 @@ __all__ = [
     "list_keys",
     "list_tenants",
     "lookup_key",
+    "lookup_keys",
     "revoke_key",
 ]
 
@@ -95,31 +96,46 @@ async def list_keys(
     return [(k, n) for k, n in rows.all()]
 
 
+def key_number(ref: str) -> int | None:
+    """A key reference (id or display prefix) as a key id, if it is one: ASCII digits that fit
+    the column (a longer number is no id, and would overflow the database's integer)."""
+    if ref.isascii() and ref.isdigit() and int(ref) < 2**63:
+        return int(ref)
+    return None
+
+
 async def revoke_key(session: AsyncSession, key: str) -> int:
     """Revoke by numeric id or display prefix; returns how many keys were revoked."""
     stmt = update(ApiKey).where(ApiKey.revoked_at.is_(None))
-    stmt = stmt.where(ApiKey.id == int(key)) if key.isdigit() else stmt.where(ApiKey.prefix == key)
+    key_id = key_number(key)
+    stmt = stmt.where(ApiKey.prefix == key if key_id is None else ApiKey.id == key_id)
     result = await session.execute(stmt.values(revoked_at=_now()))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def lookup_key(session: AsyncSession, key_hash: str) -> KeyInfo | None:
+    return (await lookup_keys(session, [key_hash])).get(key_hash)
+
+
+async def lookup_keys(session: AsyncSession, key_hashes: Sequence[str]) -> dict[str, KeyInfo]:
+    """The keys (and their tenants) of these hashes; a hash with no key is absent."""
     stmt = (
         select(
             ApiKey.id, ApiKey.key_hash, ApiKey.revoked_at, Tenant.id, Tenant.name, Tenant.disabled
         )
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(ApiKey.key_hash == key_hash)
+        .where(ApiKey.key_hash.in_(key_hashes))
     )
-    row = (await session.execute(stmt)).first()
-    if row is None:
-        return None
-    key_id, stored_hash, revoked_at, tenant_id, tenant_name, disabled = row
-    return KeyInfo(
-        key_hash=stored_hash,
-        active=revoked_at is None and not disabled,
-        caller=Caller(tenant_id=tenant_id, tenant_name=tenant_name, key_id=key_id),
-    )
+    found: dict[str, KeyInfo] = {}
+    for key_id, stored_hash, revoked_at, tenant_id, tenant_name, disabled in (
+        await session.execute(stmt)
+    ).all():
+        found[stored_hash] = KeyInfo(
+            key_hash=stored_hash,
+            active=revoked_at is None and not disabled,
+            caller=Caller(tenant_id=tenant_id, tenant_name=tenant_name, key_id=key_id),
+        )
+    return found
 
 
 def _insert(conn: AsyncConnection, table: Any) -> Any:

@@ -21,7 +21,9 @@ from ..usage import REPORTED_KINDS
 from .queries import hour_of
 from .tables import ApiKey, Tenant, UsageEvent, UsageRollup
 
-__all__ = ["GROUPS", "TOTALS", "GroupBy", "UsageRow", "usage_report"]
+__all__ = [
+    "EARLIEST", "GROUPS", "LATEST", "TOTALS", "GroupBy", "UsageRow", "as_utc", "usage_report",
+]  # fmt: skip
 
 GroupBy = Literal["tenant", "model", "key", "day", "hour"]
 GROUPS: tuple[GroupBy, ...] = ("tenant", "model", "key", "day", "hour")
@@ -62,10 +64,30 @@ def _ceil_hour(ts: datetime) -> datetime:
     return h if h == ts else h + timedelta(hours=1)
 
 
-def _as_utc(ts: datetime | None) -> datetime | None:
+# The bounds a report may name: a day inside datetime's range on each side, so converting to
+# UTC and rounding to whole hours never overflows. No ledger row lies outside them.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def as_utc(ts: datetime) -> datetime | None:
+    """``ts`` in UTC (naive means UTC), or None when it lies outside [EARLIEST, LATEST]."""
+    try:
+        utc = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+    except OverflowError:
+        return None
+    return utc if EARLIEST <= utc <= LATEST else None
+
+
+def _clamped(ts: datetime | None) -> datetime | None:
     if ts is None:
         return None
-    return ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+    utc = as_utc(ts)
+    if utc is not None:
+        return utc
+    # Out of range: the range starts before (or ends after) any row could, so the bound
+    # changes nothing — as long as it is on the same side.
+    return EARLIEST if (ts.year, ts.month) < (5000, 1) else LATEST
 
 
 def _hour_expr(dialect: str, col: Any) -> ColumnElement[Any]:
@@ -101,7 +123,7 @@ async def usage_report(
     group_by: Sequence[GroupBy] = ("tenant", "model"),
 ) -> list[UsageRow]:
     """Totals over [since, until), optionally narrowed, grouped as asked, ordered by group."""
-    since, until = _as_utc(since), _as_utc(until)
+    since, until = _clamped(since), _clamped(until)
     dialect = session.get_bind().dialect.name
     tenant_id: int | None = None
     if tenant is not None:

@@ -1,10 +1,15 @@
 """The ledger writer: events queued in memory, written in batches, spooled when the DB is down.
 
 Requests only append to an in-memory queue (no await, no I/O). One background task writes
-batches, each in one transaction. When a write fails the batch goes to a durable local spool
-(see spool.py) and the writer backs off; spooled batches are replayed once the database answers
-again, at start-up too. Event ids make every insert idempotent, so a retry or a replay never
-doubles a row.
+batches, each in one transaction. When a write fails because the database did not answer, the
+batch goes to a durable local spool (see spool.py) and the writer backs off; spooled batches are
+replayed once the database answers again, at start-up too. Event ids make every insert
+idempotent, so a retry or a replay never doubles a row.
+
+When the database answers but refuses the data (proxy/db/faults.py), the batch is split in
+halves until the refused rows stand alone: the others are written, the refused ones set aside
+in the spool's dead-letter directory, counted and logged — one bad row never takes its batch
+down, and no spool file can hold up the ones behind it.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import logging
 import time
 from collections import deque
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import metrics
+from ..db.faults import rows_refused
 from ..db.queries import insert_usage_events, touch_keys
 from .ledger_event import LedgerEvent
 from .spool import Spool
@@ -56,6 +63,7 @@ class LedgerWriter:
         # Events at the head of the queue that a failed write offered to the database: it may
         # have committed them anyway, so they are written the slower, duplicate-proof way.
         self._offered = 0
+        self._tried: set[Path] = set()  # spool files whose replay failed in this round
         self.written = 0
 
     @property
@@ -71,6 +79,7 @@ class LedgerWriter:
 
     def start(self) -> None:
         if self._task is None:
+            self._closing = False  # (a writer may be started again after a stop)
             self._task = asyncio.create_task(self._run(), name="ledger-writer")
 
     async def flush(self, timeout: float | None = None) -> bool:
@@ -128,65 +137,126 @@ class LedgerWriter:
                 if not self._queue:
                     continue
             batch = [self._queue[i] for i in range(min(self._batch_size, len(self._queue)))]
-            if await self._write_or_spool(batch):
-                for _ in batch:
-                    self._queue.popleft()
-                self._offered = max(0, self._offered - len(batch))
-            elif self._closing:
-                return  # the last attempt failed and there is no spool: stop() reports the rest
-            else:
+            try:
+                rest = await self._write_or_spool(batch)
+            except Exception:  # a bug must not stop the ledger: keep the events, retry later
+                log.exception("ledger writer failed on a batch of %d events", len(batch))
+                self._failures += 1
+                rest = batch
+            for _ in batch:
+                self._queue.popleft()
+            # What is not durable yet goes back to the head of the queue, for the next attempt.
+            self._queue.extendleft(reversed(rest))
+            self._offered = len(rest) + max(0, self._offered - len(batch))
+            if rest:
+                if self._closing:
+                    return  # the last attempt failed and there is no spool: stop() reports it
                 await asyncio.sleep(self._backoff())
 
-    async def _write_or_spool(self, batch: list[LedgerEvent]) -> bool:
-        """True once the batch is durable: in the database, or else in the spool."""
+    async def _write_or_spool(self, batch: list[LedgerEvent]) -> list[LedgerEvent]:
+        """Make the batch durable — in the database, set aside, or else in the spool; returns
+        the events that are none of these (the spool too failed, or there is none)."""
+        rest = batch
         if time.monotonic() >= self._retry_at:
-            try:
-                await self._write(batch, fresh=self._offered == 0)
-            except Exception as exc:  # any database failure: spool, back off, retry later
-                self._offered = max(self._offered, len(batch))
-                self._failed(exc, len(batch))
-            else:
-                self._failures = 0
-                self.written += len(batch)
-                metrics.LEDGER_BATCHES.inc()
-                return True
-        if self._spool is None:
-            return False  # keep it queued; the next attempt comes after the backoff
+            rest = await self._write_isolating(batch, fresh=self._offered == 0)
+        if not rest or self._spool is None:
+            return rest  # without a spool the rest stays queued; retried after the backoff
         try:
-            await self._to_spool(batch)
+            await self._to_spool(rest)
         except OSError:
-            log.exception("ledger spool write failed; %d events stay in memory", len(batch))
-            return False
+            log.exception("ledger spool write failed; %d events stay in memory", len(rest))
+            return rest
+        return []
+
+    async def _write_isolating(
+        self, events: list[LedgerEvent], *, fresh: bool = False
+    ) -> list[LedgerEvent]:
+        """Write ``events``; rows the database refuses are isolated (halving the batch until
+        they stand alone) and set aside. Returns the events left unwritten because the
+        database failed (an outage): the caller spools or keeps them."""
+        todo = [events]
+        refused: list[tuple[LedgerEvent, str]] = []
+        unwritten: list[LedgerEvent] = []
+        while todo:
+            part = todo.pop()
+            try:
+                # Only the whole first attempt may be fresh: after a refusal a part may hold an
+                # id already written (a duplicate is a refusal too), which the slow way skips.
+                await self._write(part, fresh=fresh and part is events)
+            except Exception as exc:
+                if not rows_refused(exc):
+                    unwritten = [*part, *(e for p in reversed(todo) for e in p)]
+                    self._failed(exc, len(unwritten))
+                    break
+                if len(part) == 1:
+                    refused.append((part[0], _reason(exc)))
+                else:
+                    half = len(part) // 2
+                    todo += [part[half:], part[:half]]
+                continue
+            self._failures = 0
+            self.written += len(part)
+            metrics.LEDGER_BATCHES.inc()
+        if refused and not await self._set_aside(refused):
+            unwritten += [e for e, _ in refused]
+        return unwritten
+
+    async def _set_aside(self, refused: list[tuple[LedgerEvent, str]]) -> bool:
+        """Keep refused rows in the dead-letter directory (or, with no spool, in the log)."""
+        ids = ", ".join(e.id for e, _ in refused[:10]) + (", ..." if len(refused) > 10 else "")
+        where = "the log (no spool)"
+        if self._spool is not None:
+            try:
+                where = str(await asyncio.to_thread(self._spool.set_aside, refused))
+            except OSError:
+                log.exception("cannot set aside %d refused ledger rows; kept", len(refused))
+                return False
+        else:
+            for event, reason in refused:
+                log.error("refused ledger row (%s): %s", reason, event.as_row())
+        metrics.LEDGER_DEAD_LETTERED.inc(len(refused))
+        log.error(
+            "the database refused %d ledger row(s) (%s): set aside in %s — ids %s; "
+            "see docs/operations.md to repair and replay them",
+            len(refused), refused[0][1], where, ids,
+        )  # fmt: skip
         return True
 
     async def _replay_one(self) -> None:
-        """Replay the oldest spooled batch if the database is thought to be up."""
+        """Replay one spooled batch if the database is thought to be up: the oldest one not
+        tried since the last round, so a file that keeps failing never holds up later ones."""
         if self._spool is None or time.monotonic() < self._retry_at:
             return
-        files = await asyncio.to_thread(self._spool.files)
+        files = [f for f in await asyncio.to_thread(self._spool.files) if f not in self._tried]
         if not files:
+            self._tried.clear()  # every file had its turn: the next round starts over
             return
         path = files[0]
         try:
             events = await asyncio.to_thread(self._spool.read, path)
         except FileNotFoundError:
             return
-        except (OSError, ValueError):
+        except Exception:  # not JSON lines of events (a torn or hand-edited file)
             log.exception("unreadable spool file %s; moved aside", path.name)
             await asyncio.to_thread(path.rename, path.with_suffix(".bad"))
             return
-        try:
-            for i in range(0, len(events), self._batch_size):
-                await self._write(events[i : i + self._batch_size])
-        except Exception as exc:
-            self._failed(exc, len(events))
-            return
-        await asyncio.to_thread(self._spool.remove, path)
-        self.written += len(events)
-        metrics.LEDGER_REPLAYED.inc(len(events))
-        self._spooled = max(0, self._spooled - len(events))
+        written = self.written
+        unwritten: list[LedgerEvent] = []
+        for i in range(0, len(events), self._batch_size):
+            unwritten = await self._write_isolating(events[i : i + self._batch_size])
+            if unwritten:
+                unwritten += events[i + self._batch_size :]
+                break
+        done = len(events) - len(unwritten)
+        if done:  # written or set aside: never offered again
+            await asyncio.to_thread(self._spool.replace, path, unwritten)
+        if unwritten:
+            self._tried.add(path)
+        metrics.LEDGER_REPLAYED.inc(self.written - written)
+        self._spooled = max(0, self._spooled - done)
         metrics.LEDGER_SPOOL_DEPTH.set(self._spooled)
-        log.info("replayed %d spooled ledger events from %s", len(events), path.name)
+        if done:
+            log.info("replayed %d spooled ledger events from %s", done, path.name)
 
     async def _to_spool(self, batch: list[LedgerEvent]) -> None:
         assert self._spool is not None
@@ -220,3 +290,10 @@ class LedgerWriter:
 
     async def spool_depth(self) -> int:
         return 0 if self._spool is None else await asyncio.to_thread(self._spool.depth)
+
+
+def _reason(exc: BaseException) -> str:
+    """The database's one-line reason for refusing a row (no SQL, no parameters)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{type(orig).__name__}: {text}"[:300]

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import String
+
+from ..db.tables import UsageEvent
 from ..usage import TOKEN_KINDS, Usage
 
-__all__ = ["LedgerEvent", "new_event_id"]
+__all__ = ["END_USER_MAX_LENGTH", "TEXT_LIMITS", "LedgerEvent", "new_event_id", "safe_text"]
+
+# The length of every string column of usage_events: what each database takes.
+TEXT_LIMITS: dict[str, int] = {
+    c.name: c.type.length
+    for c in UsageEvent.__table__.columns
+    if isinstance(c.type, String) and c.type.length
+}
+END_USER_MAX_LENGTH = TEXT_LIMITS["end_user"]
+# PostgreSQL refuses NUL in text; no database (nor the spool's JSON) takes a lone surrogate.
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
 
 
 def new_event_id() -> str:
@@ -42,16 +56,24 @@ class LedgerEvent:
     id: str = field(default_factory=new_event_id)
 
     def as_row(self) -> dict[str, Any]:
-        """The usage_events row: scalar fields, then one column per token kind.
+        """The usage_events row: scalar fields, then one column per token kind, every string
+        made safe for every database.
 
-        A shallow dict: dataclasses.asdict deep-copies each value (Decimal, datetime) and cost
-        ~20 µs of CPU per event on the proxy's only core."""
+        Strings come from clients (validated at the edge too) and from the upstream
+        (``responseId``, ``modelVersion``): one bad string must never cost a row, let alone
+        its batch. A shallow dict: dataclasses.asdict deep-copies each value (Decimal,
+        datetime) and cost ~20 µs of CPU per event on the proxy's only core.
+        """
         row = {name: getattr(self, name) for name in _SCALARS}
         usage = self.usage
         for name in _KINDS:
             row[name] = getattr(usage, name)
         row["total_tokens"] = usage.total_tokens
         row["estimated"] = usage.estimated
+        for name, limit in TEXT_LIMITS.items():
+            value = row[name]
+            if value is not None and (len(value) > limit or _UNSAFE.search(value)):
+                row[name] = safe_text(value, limit)
         return row
 
     @classmethod
@@ -61,6 +83,12 @@ class LedgerEvent:
             **{k: row[k] for k in _KINDS if k in row}, estimated=bool(row.get("estimated"))
         )
         return cls(usage=usage, **{k: row[k] for k in _SCALARS if k in row})
+
+
+def safe_text(value: str, limit: int) -> str:
+    """``value`` as every database stores it: NUL and lone surrogates replaced by U+FFFD,
+    cut to ``limit`` characters."""
+    return _UNSAFE.sub("\ufffd", value)[:limit]
 
 
 _KINDS = tuple(kind.name for kind in TOKEN_KINDS)

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..errors import NotFound
+from ..errors import BadRequest, NotFound
 from ..estimate import estimate_text_tokens, request_text
 from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
 from ..model_ids import ANY_MODEL, ModelId, model_id
@@ -45,9 +45,29 @@ def _version(request: Request) -> str:
     return "v1" if request.url.path.startswith("/v1/") else "v1beta"
 
 
-def _params(request: Request) -> list[tuple[str, str]]:
-    # The client's own key never goes upstream; every other query parameter does.
-    return [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
+# Query parameters the upstream may see, per operation: the one allow-list. Everything else is
+# dropped, Google's system parameters first of all — ``fields``/``$fields`` (a partial reply
+# could leave out usageMetadata: a call billed $0), ``prettyPrint``, ``callback``, ``$alt``,
+# ``quotaUser`` — and the client's own ``key`` never goes upstream.
+QUERY_ALLOWED: dict[str, frozenset[str]] = {
+    "streamGenerateContent": frozenset({"alt"}),
+    "listModels": frozenset({"pageSize", "pageToken", "filter"}),
+}
+# ``alt`` picks the framing the proxy must read usage from: JSON (the default) or, on a
+# stream, SSE. Anything else (``proto``, ``media``) would make usage unreadable: refused.
+_ALT = {"streamGenerateContent": frozenset({"sse", "json"})}
+
+
+def upstream_params(request: Request, operation: str) -> list[tuple[str, str]]:
+    """The request's query parameters the upstream may see for ``operation`` (QUERY_ALLOWED)."""
+    alts = set(request.query_params.getlist("alt"))
+    accepted = _ALT.get(operation, frozenset({"json"}))
+    if alts - accepted or len(alts) > 1:
+        shown = ", ".join(sorted(repr(a[:20]) for a in alts))
+        also = " or SSE (alt=sse)" if "sse" in accepted else ""
+        raise BadRequest(f"Unsupported alt ({shown}): this route answers JSON{also}.")
+    allowed = QUERY_ALLOWED.get(operation, frozenset())
+    return [(k, v) for k, v in request.query_params.multi_items() if k in allowed]
 
 
 async def passthrough(call: MeteredCall, reply: UpstreamResponse) -> Response:
@@ -69,6 +89,7 @@ async def call_model(request: Request) -> Response:
     version = _version(request)
     model, method = parse_target(request.path_params["target"])
     svc, caller = await authenticate(request)
+    params = upstream_params(request, method)
     body = await read_body(request, svc.settings.max_body_bytes)
     payload = parse_json_object(body)
     streamed = method == "streamGenerateContent"
@@ -81,7 +102,7 @@ async def call_model(request: Request) -> Response:
     reply = await call.send(
         "POST",
         f"/{version}/models/{model.segment}:{method}",
-        params=_params(request),
+        params=params,
         content=body,
         headers=forward_headers(request.headers),
         stream=streamed,
@@ -96,8 +117,9 @@ async def call_model(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     version = _version(request)
     svc, caller = await authenticate(request)
+    params = upstream_params(request, "listModels")
     call = svc.pipeline.open(caller, route="native", operation="listModels", model=ANY_MODEL)
-    reply = await call.send("GET", f"/{version}/models", params=_params(request))
+    reply = await call.send("GET", f"/{version}/models", params=params)
     return await passthrough(call, reply)
 
 
@@ -105,10 +127,11 @@ async def get_model(request: Request) -> Response:
     version = _version(request)
     model = model_id(request.path_params["model"])
     svc, caller = await authenticate(request)
+    params = upstream_params(request, "getModel")
     call = await svc.pipeline.admit(
         caller, route="native", operation="getModel", model=model, request={}
     )
-    reply = await call.send("GET", f"/{version}/models/{model.segment}", params=_params(request))
+    reply = await call.send("GET", f"/{version}/models/{model.segment}", params=params)
     return await passthrough(call, reply)
 
 

@@ -15,6 +15,7 @@ from typing import Any, Final, cast
 import orjson
 
 from proxy.errors import BadRequest
+from proxy.metering.ledger_event import END_USER_MAX_LENGTH
 from proxy.openai.messages import messages_to_gemini
 from proxy.openai.params import check_parameters, generation_config, google_extension
 from proxy.openai.thinking import is_gemini3, thinking_config
@@ -25,6 +26,7 @@ from proxy.openai.validate import (
     opt_int,
     opt_object,
     opt_str,
+    opt_text,
     req_object,
     req_str,
 )
@@ -82,8 +84,8 @@ def chat_request_to_gemini(body: Any) -> ChatCall:
     stream = bool(opt_bool(obj.get("stream"), "stream"))
     options = opt_object(obj.get("stream_options"), "stream_options") or {}
     include_usage = bool(opt_bool(options.get("include_usage"), "stream_options.include_usage"))
-    user = opt_str(obj.get("user"), "user") or opt_str(
-        obj.get("safety_identifier"), "safety_identifier"
+    user = opt_text(obj.get("user"), "user", max_length=END_USER_MAX_LENGTH) or opt_text(
+        obj.get("safety_identifier"), "safety_identifier", max_length=END_USER_MAX_LENGTH
     )
     n = opt_int(obj.get("n"), "n", minimum=1) or 1
 

@@ -27,6 +27,7 @@ from typing import Any, Final, cast
 
 from proxy.errors import BadRequest
 from proxy.formats import decimal_json
+from proxy.metering.ledger_event import END_USER_MAX_LENGTH
 from proxy.openai.chat import completion_usage, finish_reason
 from proxy.openai.errors import check_stream_event
 from proxy.openai.params import generation_config
@@ -35,7 +36,7 @@ from proxy.openai.validate import (
     opt_bool,
     opt_int,
     opt_object,
-    opt_str,
+    opt_text,
     req_list,
     req_object,
     req_str,
@@ -132,7 +133,7 @@ def completions_request_to_gemini(body: Any) -> CompletionsCall:
     stream = bool(opt_bool(obj.get("stream"), "stream"))
     options = opt_object(obj.get("stream_options"), "stream_options") or {}
     include_usage = bool(opt_bool(options.get("include_usage"), "stream_options.include_usage"))
-    user = opt_str(obj.get("user"), "user")
+    user = opt_text(obj.get("user"), "user", max_length=END_USER_MAX_LENGTH)
     prompts = _prompts(obj.get("prompt"))
     config = generation_config(obj, n)
     requests: list[dict[str, Any]] = []

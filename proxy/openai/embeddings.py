@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
 from proxy.errors import BadRequest, UpstreamError
+from proxy.metering.ledger_event import END_USER_MAX_LENGTH
 from proxy.openai.tokens import decode_token_arrays, is_token_input, token_arrays
-from proxy.openai.validate import opt_int, opt_str, req_list, req_object, req_str
+from proxy.openai.validate import opt_int, opt_str, opt_text, req_list, req_object, req_str
 from proxy.wire.gemini import BatchEmbedContentsRequest, EmbedContentRequest
 from proxy.wire.openai import CreateEmbeddingResponse, Embedding
 
@@ -103,7 +104,7 @@ def embeddings_request_to_gemini(body: Any) -> EmbeddingsCall:
             param="encoding_format",
             code="invalid_value",
         )
-    user = opt_str(obj.get("user"), "user")
+    user = opt_text(obj.get("user"), "user", max_length=END_USER_MAX_LENGTH)
     # The id as the routes normalise it (no path, lower case): each request must name the
     # model the URL names.
     resource = f"models/{model.strip().rsplit('/', 1)[-1].strip().lower()}"

@@ -12,19 +12,19 @@
 A rejected upstream key is the proxy's problem, not the client's: it must not look like the
 client's key is wrong (OpenAI clients treat 401 as "fix your key" and do not retry), so it is a
 502 and its message, which can quote the key, is never passed on. Echoed messages are scrubbed
-of anything shaped like a Google API key.
+(proxy.redact: the upstream keys, and anything shaped like a Google API key or a key quote).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
 
 from proxy.errors import ProxyError, openai_type_for
+from proxy.redact import scrub
 
 __all__ = [
     "UpstreamStreamError",
@@ -35,7 +35,6 @@ __all__ = [
     "upstream_retry_after",
 ]
 
-_KEY_PATTERN: Final = re.compile(r"AIza[0-9A-Za-z_\-]{20,}|api_key:[^\s'\"]+")
 _AUTH_MESSAGE: Final = (
     "Upstream authentication failed: the proxy's Gemini credentials were rejected. "
     "This is not a problem with your API key; contact the proxy's operator."
@@ -73,10 +72,6 @@ def _envelope(
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def _scrub(message: str) -> str:
-    return _KEY_PATTERN.sub("[redacted]", message)
-
-
 def _reasons(error: Mapping[str, Any]) -> set[str]:
     details = error.get("details")
     return {
@@ -104,7 +99,7 @@ def openai_error_from_gemini(
     """Map an HTTP status and Gemini's parsed ``error`` object (None if there was none)."""
     err: Mapping[str, Any] = error or {}
     raw = err.get("message")
-    message = _scrub(raw) if isinstance(raw, str) and raw else f"Upstream error (HTTP {status})."
+    message = scrub(raw) if isinstance(raw, str) and raw else f"Upstream error (HTTP {status})."
     if (
         status in (401, 403)
         or err.get("status") in ("UNAUTHENTICATED", "PERMISSION_DENIED")

@@ -21,7 +21,7 @@ from ..estimate import estimate_text_tokens, request_text
 from ..formats import decimal_json
 from ..httputil import parse_json_object, read_body
 from ..model_ids import ANY_MODEL, ModelId, model_id
-from ..pipeline import CallResult, MeteredCall, fail, finish, meter_headers, stream
+from ..pipeline import CallResult, MeteredCall, fail, finish, meter_headers, read_whole, stream
 from ..services import authenticate
 from ..sse import parse_event
 from ..upstream import UpstreamResponse
@@ -216,7 +216,7 @@ async def completions(request: Request) -> Response:
         upstream = await _generate(call, model, body, False)
         if upstream.status_code != 200:
             return await fail(call, upstream, upstream_error)
-        replies.append(parse_event(upstream.content) or {})
+        replies.append(parse_event(await read_whole(upstream)) or {})
         call.meter.observe(replies[-1], prompt)
     result = call.close(200)
     body = gemini_replies_to_completion(
@@ -241,7 +241,7 @@ async def embeddings(request: Request) -> Response:
             return await fail(call, reply, upstream_error)
         # Billed once answered, even if a later batch fails.
         call.meter.observe_usage(Usage.estimate(estimate_text_tokens(request_text(batch))), part)
-        vectors.extend((parse_event(reply.content) or {}).get("embeddings") or [])
+        vectors.extend((parse_event(await read_whole(reply)) or {}).get("embeddings") or [])
     try:
         body = gemini_embeddings_to_openai({"embeddings": vectors}, emb, prompt_tokens=tokens)
     except ProxyError as exc:  # a malformed upstream reply: metered as what the client got
@@ -274,7 +274,7 @@ async def list_models(request: Request) -> Response:
         reply = await call.send("GET", "/v1beta/models", params=params)
         if reply.status_code != 200:
             return await fail(call, reply, upstream_error)
-        page = parse_event(reply.content) or {}
+        page = parse_event(await read_whole(reply)) or {}
         models.extend(page.get("models") or [])
         token = page.get("nextPageToken")
         if not isinstance(token, str) or not token:
@@ -294,7 +294,7 @@ async def get_model(request: Request) -> Response:
     if reply.status_code != 200:
         return await fail(call, reply, upstream_error)
     call.close(200)
-    return _json(gemini_model_to_openai(parse_event(reply.content) or {}))
+    return _json(gemini_model_to_openai(parse_event(await read_whole(reply)) or {}))
 
 
 def routes() -> list[BaseRoute]:

@@ -13,12 +13,20 @@ from typing import Any
 
 from proxy.errors import BadRequest
 
+# Every integer Gemini takes in a request (candidateCount, maxOutputTokens, seed, topK,
+# thinkingBudget, outputDimensionality) is an int32: a larger one is a 400 here, not a body the
+# proxy cannot even encode (a 500) or a worst case no quota can hold.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
 __all__ = [
+    "INT32_MAX",
+    "INT32_MIN",
     "opt_bool",
     "opt_int",
     "opt_number",
     "opt_object",
     "opt_str",
+    "opt_text",
     "req_list",
     "req_object",
     "req_str",
@@ -79,6 +87,38 @@ def opt_str(value: Any, param: str) -> str | None:
     return None if value is None else req_str(value, param)
 
 
+def opt_text(value: Any, param: str, *, max_length: int) -> str | None:
+    """A string the proxy stores (OpenAI's ``user``): at most ``max_length`` characters, no NUL
+    and valid Unicode, so every database takes the ledger row it lands in."""
+    text = opt_str(value, param)
+    if text is None:
+        return None
+    if len(text) > max_length:
+        raise _invalid(
+            param,
+            f"string too long. Expected a string with maximum length {max_length}, but got a "
+            f"string with length {len(text)} instead.",
+            "string_above_max_length",
+        )
+    if "\x00" in text or not _encodable(text):
+        raise _invalid(
+            param, "it must not contain NUL characters or unpaired surrogates.", "invalid_value"
+        )
+    return text
+
+
+def _invalid(param: str, message: str, code: str) -> BadRequest:
+    return BadRequest(f"Invalid '{param}': {message}", param=param, code=code)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def opt_bool(value: Any, param: str) -> bool | None:
     if value is None:
         return None
@@ -87,7 +127,9 @@ def opt_bool(value: Any, param: str) -> bool | None:
     return value
 
 
-def opt_int(value: Any, param: str, *, minimum: int | None = None) -> int | None:
+def opt_int(
+    value: Any, param: str, *, minimum: int | None = None, maximum: int = INT32_MAX
+) -> int | None:
     if value is None:
         return None
     number: int
@@ -98,13 +140,19 @@ def opt_int(value: Any, param: str, *, minimum: int | None = None) -> int | None
         number = int(value)
     else:
         raise _wrong(param, "an integer", value)
-    if minimum is not None and number < minimum:
-        raise BadRequest(
-            f"Invalid '{param}': {number} is less than the minimum of {minimum}.",
-            param=param,
-            code="integer_below_min_value",
-        )
+    lowest = INT32_MIN if minimum is None else minimum
+    if number < lowest:
+        message = f"{_short(number)} is less than the minimum of {lowest}."
+        raise _invalid(param, message, "integer_below_min_value")
+    if number > maximum:
+        message = f"{_short(number)} is greater than the maximum of {maximum}."
+        raise _invalid(param, message, "integer_above_max_value")
     return number
+
+
+def _short(number: int) -> str:
+    text = str(number)
+    return text if len(text) <= 24 else f"{text[:8]}...({len(text)} digits)"
 
 
 def opt_number(

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from ..errors import TransportError
 from ..formats import decimal_text
 from ..metering.meter import CallMeter
+from ..redact import StreamScrubber, scrub_bytes
 from ..sse import EventDecoder, parse_event
 from ..streaming import Outcome, WatchedStream
 from ..upstream import UpstreamResponse
@@ -53,13 +54,14 @@ def meter_headers(call: MeteredCall, result: CallResult) -> dict[str, str]:
 
 
 async def read_whole(reply: UpstreamResponse) -> bytes:
-    """The body of a reply, whether it was read already or opened as a stream."""
+    """The body of a reply, whether it was read already or opened as a stream, with every
+    secret scrubbed (Google quotes the key in some error messages: no byte of it goes on)."""
     if not reply.is_closed:
         try:
             await reply.aread()
         finally:
             await reply.aclose()
-    return reply.content
+    return scrub_bytes(reply.content)
 
 
 async def finish(
@@ -138,10 +140,13 @@ async def _pump(
 ) -> AsyncIterator[bytes]:
     if head:
         yield head
+    # The handler sees the upstream's bytes less any secret an error event quotes, even one the
+    # network split over two chunks (the scrubber holds back a tail that may begin one).
+    scrubber = StreamScrubber()
     try:
         async for chunk in reply.aiter_bytes():
             meter.first_byte()
-            out = handler.feed(chunk, meter)
+            out = handler.feed(scrubber.feed(chunk), meter)
             if out:
                 yield out
             if handler.done:
@@ -152,9 +157,11 @@ async def _pump(
         if tail:
             yield tail
         return
+    held = scrubber.flush()
+    out = handler.feed(held, meter) if held else None
     tail = handler.finish()
-    if tail:
-        yield tail
+    if out or tail:
+        yield (out or b"") + (tail or b"")
 
 
 def _closer(call: MeteredCall, reply: UpstreamResponse) -> Callable[[Outcome], Awaitable[None]]:

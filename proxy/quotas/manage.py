@@ -14,10 +14,12 @@ from typing import Any, cast
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from ..db.queries import key_number
 from ..db.tables import ApiKey, QuotaPolicy, Tenant, UsageEvent
 from .policy import MODES, PERIODS, Mode, Period, Policy, usd_to_units, utc
 
 __all__ = [
+    "MAX_COUNT",
     "QuotaPolicyError",
     "delete_policy",
     "get_policies",
@@ -31,9 +33,18 @@ class QuotaPolicyError(ValueError):
     """A policy that cannot be set: unknown tenant or key, or invalid limits. Message for users."""
 
 
+# The largest token quota, rpm or tpm: counters are 64-bit integers in every store (and numbers
+# in Redis scripts are doubles, exact to 2^53), so a limit must stay well inside them.
+MAX_COUNT = 2**53 - 1
+# Budgets are counted in 1e-10 USD in 64-bit counters: below 2^62 units (~4.6e8 USD).
+_MAX_BUDGET_UNITS = 2**62
+
+
 def _positive(name: str, value: int | None) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
         raise QuotaPolicyError(f"{name} must be a positive whole number, not {value!r}")
+    if value is not None and value > MAX_COUNT:
+        raise QuotaPolicyError(f"{name} must be at most {MAX_COUNT}")
     return value
 
 
@@ -45,14 +56,18 @@ def _budget(value: Decimal | str | None) -> Decimal | None:
     except InvalidOperation:
         raise QuotaPolicyError(f"budget must be a decimal amount of USD, not {value!r}") from None
     if not usd.is_finite() or usd <= 0:
-        raise QuotaPolicyError(f"budget must be a positive amount of USD, not {value}")
-    if usd != usd.quantize(Decimal("1e-10")) or usd_to_units(usd) >= 2**62:
-        raise QuotaPolicyError(f"budget {value} has more than 10 decimal places or is too large")
+        raise QuotaPolicyError(f"budget must be a positive amount of USD, not {str(value)[:40]}")
+    # Size first: quantizing a huge amount to 1e-10 overflows the decimal context.
+    if usd_to_units(usd) >= _MAX_BUDGET_UNITS or usd != usd.quantize(Decimal("1e-10")):
+        raise QuotaPolicyError(
+            f"budget {str(value)[:40]} has more than 10 decimal places or is too large"
+        )
     return usd
 
 
 async def _find_key(session: AsyncSession, tenant: Tenant, key: str) -> ApiKey:
-    match = ApiKey.id == int(key) if key.isdigit() else ApiKey.prefix == key
+    key_id = key_number(key)
+    match = ApiKey.id == key_id if key_id is not None else ApiKey.prefix == key
     found = (
         await session.execute(select(ApiKey).where(match, ApiKey.tenant_id == tenant.id))
     ).scalar_one_or_none()

@@ -57,6 +57,16 @@ _PAGE_TWO = [
 # fmt: on
 
 
+def partial(body: Any, req: RecordedRequest) -> Any:
+    """Google's partial responses: ``fields`` / ``$fields`` keep only the named top-level
+    fields of a reply (and of each stream event); errors are whole."""
+    fields = req.query.get("fields") or req.query.get("$fields")
+    if not fields or not isinstance(body, dict) or "error" in body:
+        return body
+    keep = {f.strip().split("/")[0].split("(")[0] for f in fields.split(",")}
+    return {k: v for k, v in body.items() if k in keep}
+
+
 @cache
 def fixture_bytes(name: str) -> bytes:
     """Raw bytes of a fixture file; ``name`` without a suffix means ``name.json``."""
@@ -408,7 +418,10 @@ class FakeGemini:
                 start = 1 + [m["name"] for m in self.models].index(last)
             except (ValueError, binascii.Error):
                 return JsonReply(error_body(400, "Invalid page token."), 400)
-        end = start + int(query.get("pageSize") or self.page_size)
+        try:
+            end = start + int(query.get("pageSize") or self.page_size)
+        except ValueError:
+            return JsonReply(error_body(400, "Invalid value at 'page_size' (TYPE_INT32)."), 400)
         page: dict[str, Any] = {"models": self.models[start:end]}
         if end < len(self.models):
             last = _TOKEN_PREFIX + page["models"][-1]["name"].encode()
@@ -420,7 +433,7 @@ class FakeGemini:
             case ErrorReply():
                 await self._play(reply.resolve(), req, conn)
             case JsonReply(body=body, status=status, headers=headers):
-                data = body if isinstance(body, bytes) else orjson.dumps(body)
+                data = body if isinstance(body, bytes) else orjson.dumps(partial(body, req))
                 await conn.start(status, JSON_TYPE, headers, len(data))
                 await conn.body(data)
             case StreamReply():
@@ -453,9 +466,9 @@ class FakeGemini:
                 if isinstance(event, bytes):
                     data = event
                 elif sse:
-                    data = b"data: " + orjson.dumps(event) + b"\r\n\r\n"
+                    data = b"data: " + orjson.dumps(partial(event, req)) + b"\r\n\r\n"
                 else:  # Google's JSON-array stream: pretty objects joined by ",\r\n"
-                    pretty = orjson.dumps(event, option=orjson.OPT_INDENT_2)
+                    pretty = orjson.dumps(partial(event, req), option=orjson.OPT_INDENT_2)
                     data = (b",\r\n" if opened else b"[") + pretty
                     opened = True
                 await conn.body(data, more=True)

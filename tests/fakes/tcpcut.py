@@ -106,7 +106,10 @@ class TcpCut:
         assert self._flowing is not None
         flowing = self._flowing
         self._writers.add(writer)
-        await flowing.wait()  # a frozen line accepts the connection, then says nothing
+        try:
+            await flowing.wait()  # a frozen line accepts the connection, then says nothing
+        except asyncio.CancelledError:
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -123,5 +126,8 @@ class TcpCut:
                     await dst.drain()
             dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        # Ends normally even when the line shuts down: a handler task that ends cancelled makes
+        # asyncio log a traceback per connection.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers -= {writer, up_writer}
