@@ -26,6 +26,7 @@ from .logs import configure_logging, install_redaction
 from .middleware import Deadline, ServerMiddleware
 from .native import routes as native
 from .openai import routes as openai
+from .openai.errors import unknown_openai_route
 from .services import Services, services
 from .settings import Settings
 
@@ -34,10 +35,22 @@ __all__ = ["app_from_environment", "create_app", "envelope_for", "tune_gc"]
 log = logging.getLogger("gemini_meter")
 
 
+# OpenAI's own route prefixes (served or not) and Google's OpenAI-compatible base path:
+# errors there, an unknown route's 404 included, are in OpenAI's envelope.
+OPENAI_PREFIXES = (
+    "/v1/chat/", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/images/",
+    "/v1/audio/", "/v1/moderations", "/v1/assistants", "/v1/threads", "/v1/vector_stores",
+    "/v1/fine_tuning/", "/v1/uploads", "/v1/realtime", "/v1/conversations", "/v1/evals",
+    "/v1/containers", f"{openai.GOOGLE_BASE}/",
+)  # fmt: skip
+
+
 def envelope_for(request: Request) -> Envelope:
     """Which API a request came through, so its errors come back in that API's shape."""
     path = request.url.path
-    if path.startswith("/v1beta/"):
+    if path.startswith(OPENAI_PREFIXES):
+        return "openai"
+    if path.startswith(("/v1beta/", "/models/")):
         return "gemini"
     if path.startswith("/v1/models") and (":" in path or is_native_client(request)):
         return "gemini"
@@ -140,6 +153,9 @@ def create_app(settings: Settings, *, svc: Services | None = None) -> Starlette:
     app.router.routes.extend(
         [
             *native.routes(),
+            # Unversioned native calls, served as v1beta: litellm's gemini/ provider given the
+            # bare proxy URL posts to <root>/models/{model}:{method}.
+            Route("/models/{target:path}", native.call_model, methods=["POST"]),
             *openai.routes(),
             Route("/v1/models", _models, methods=["GET"]),
             Route("/v1/models/{model}", _model, methods=["GET"]),
@@ -165,8 +181,13 @@ def _install_error_handlers(app: Starlette) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        envelope = envelope_for(request)
         err = ProxyError(str(exc.detail), status_code=exc.status_code)
-        return to_response(err, envelope_for(request))
+        if envelope == "openai" and exc.status_code in (404, 405):
+            err = unknown_openai_route(
+                request.method, request.url.path, exc.status_code, exc.headers
+            )
+        return to_response(err, envelope)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -12,11 +12,18 @@ Gemini's counts are cumulative within a stream, so a stream's usage is the LAST
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["REPORTED_KINDS", "TOKEN_KINDS", "TokenKind", "Usage", "openai_usage_counts"]
+__all__ = [
+    "REPORTED_KINDS",
+    "TOKEN_KINDS",
+    "TokenKind",
+    "Usage",
+    "openai_usage_counts",
+    "sum_usage",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +135,27 @@ class Usage:
         """Every token kind by name (the ledger's token columns)."""
         return {kind.name: getattr(self, kind.name) for kind in TOKEN_KINDS}
 
+    def __add__(self, other: Usage) -> Usage:
+        """Two calls' usage together (one request that made several upstream calls): every
+        count added, estimated if either was."""
+        counts = {k.name: getattr(self, k.name) + getattr(other, k.name) for k in TOKEN_KINDS}
+        return Usage(**counts, estimated=self.estimated or other.estimated)
+
 
 TOKEN_KINDS: tuple[TokenKind, ...] = tuple(
     TokenKind(f.name, **f.metadata) for f in fields(Usage) if f.name != "estimated"
 )
 # The kinds the rollups and usage reports sum, then the total.
 REPORTED_KINDS: tuple[str, ...] = (*(k.name for k in TOKEN_KINDS if k.reported), "total_tokens")
+
+
+def sum_usage(usages: Iterable[Usage]) -> Usage:
+    """The usage of several upstream calls together (never of one stream's events: those
+    counts are cumulative)."""
+    total = Usage()
+    for usage in usages:
+        total = total + usage
+    return total
 
 
 def openai_usage_counts(usage: Usage, api: str) -> dict[str, int]:

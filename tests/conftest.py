@@ -11,11 +11,12 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import openai
 import pytest
 from sqlalchemy import select, text
 
@@ -250,3 +251,18 @@ def start_proxy(
 def proxy(start_proxy: Callable[..., RunningProxy], sqlite_url: str) -> RunningProxy:
     """A proxy on SQLite in front of the fake upstream, with one tenant key."""
     return start_proxy(sqlite_url)
+
+
+@pytest.fixture
+def client(proxy: RunningProxy) -> Iterator[openai.OpenAI]:
+    """The openai SDK pointed at the proxy's /v1, closed when the test ends."""
+    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+async def aclient(proxy: RunningProxy) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(
+        base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0
+    ) as c:
+        yield c

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,20 +27,6 @@ from tests.fakes.gemini import (
 from tests.fakes.tiktoken_files import offline_tiktoken
 
 MODEL = "gemini-2.5-flash"
-
-
-@pytest.fixture
-def client(proxy: RunningProxy) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0) as c:
-        yield c
-
-
-@pytest.fixture
-async def aclient(proxy: RunningProxy) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0
-    ) as c:
-        yield c
 
 
 def test_plain_chat(proxy: RunningProxy, client: openai.OpenAI) -> None:

@@ -17,10 +17,10 @@ from proxy.openai.completions import (
     CompletionsStreamTranslator,
     completions_request_to_gemini,
     gemini_replies_to_completion,
-    sum_usage,
 )
 from proxy.openai.errors import UpstreamStreamError
-from proxy.usage import Usage
+from proxy.pricing.catalog import Catalog
+from proxy.quotas.estimate import estimate_call
 
 MODEL = "gemini-2.5-flash"
 
@@ -181,12 +181,6 @@ def test_reply_orders_choices_prompt_then_candidate_and_sums_usage() -> None:
     assert out.usage.model_extra == {"cost": 3e-7}
 
 
-def test_sum_usage() -> None:
-    total = sum_usage([Usage(prompt_tokens=1, output_tokens=2), Usage.estimate(3, 4)])
-    assert (total.prompt_tokens, total.output_tokens, total.estimated) == (4, 6, True)
-    assert sum_usage([]) == Usage()
-
-
 def test_stream_chunks() -> None:
     t = CompletionsStreamTranslator(
         model=MODEL, completion_id="cmpl-1", created=1, n=1, include_usage=True
@@ -262,3 +256,20 @@ def test_stream_error_event_raises_mapped_error() -> None:
     with pytest.raises(UpstreamStreamError) as err:
         t.feed({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}})
     assert err.value.status == 429 and t.usage is not None and t.usage.prompt_tokens == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "prompt_tokens", "max_output"),
+    # prompt: every prompt's text and each turn's role ("user"), 4 characters a token
+    [
+        ({"prompt": ["a" * 40, "b" * 8], "n": 2, "max_tokens": 10}, (48 + 8) // 4, 2 * 2 * 10),
+        ({"prompt": "a" * 40, "max_tokens": 7}, (40 + 4) // 4, 7),
+        # no max_tokens: each prompt's call may write the model's whole output limit
+        ({"prompt": ["a", "b", "c"]}, 4, 3 * 65_536),
+    ],
+)
+def test_the_quota_holds_the_worst_case_of_every_prompt(
+    body: dict[str, Any], prompt_tokens: int, max_output: int
+) -> None:
+    est = estimate_call(Catalog.load(), MODEL, call(**body).admission_request)
+    assert (est.prompt_tokens, est.max_output_tokens) == (prompt_tokens, max_output)

@@ -40,8 +40,9 @@ def parse_target(target: str) -> tuple[ModelId, str]:
 
 
 def _version(request: Request) -> str:
-    # Only the two registered prefixes route here: "/v1beta/..." or "/v1/...".
-    return "v1beta" if request.url.path.startswith("/v1beta/") else "v1"
+    # "/v1/..." is v1; "/v1beta/..." and the unversioned "/models/..." (litellm's gemini/
+    # provider with the bare proxy URL, registered in app.py) are v1beta.
+    return "v1" if request.url.path.startswith("/v1/") else "v1beta"
 
 
 # Query parameters the upstream may see, per operation: the one allow-list. Everything else is

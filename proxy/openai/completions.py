@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, cast
 
 from proxy.errors import BadRequest
 from proxy.formats import decimal_json
+from proxy.metering.ledger_event import END_USER_MAX_LENGTH
 from proxy.openai.chat import completion_usage, finish_reason
 from proxy.openai.errors import check_stream_event
 from proxy.openai.params import generation_config
@@ -35,12 +36,12 @@ from proxy.openai.validate import (
     opt_bool,
     opt_int,
     opt_object,
-    opt_str,
+    opt_text,
     req_list,
     req_object,
     req_str,
 )
-from proxy.usage import Usage
+from proxy.usage import Usage, sum_usage
 from proxy.wire.openai import FinishReason
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
     "completions_request_to_gemini",
     "gemini_replies_to_completion",
     "new_text_completion_id",
-    "sum_usage",
 ]
 
 TRANSLATED_PARAMETERS: Final = frozenset(
@@ -72,6 +72,15 @@ class CompletionsCall:
     n: int
     prompts: list[str]
     requests: list[dict[str, Any]]  # one generateContent body per prompt
+
+    @property
+    def admission_request(self) -> dict[str, Any]:
+        """One body standing for all the prompts' calls, for the quotas' worst case: every
+        prompt's turn, and ``n`` candidates per prompt (each call may write its maximum)."""
+        config = dict(self.requests[0].get("generationConfig") or {})
+        config["candidateCount"] = self.n * len(self.requests)
+        contents = [turn for request in self.requests for turn in request["contents"]]
+        return {"contents": contents, "generationConfig": config}
 
 
 def new_text_completion_id() -> str:
@@ -124,7 +133,7 @@ def completions_request_to_gemini(body: Any) -> CompletionsCall:
     stream = bool(opt_bool(obj.get("stream"), "stream"))
     options = opt_object(obj.get("stream_options"), "stream_options") or {}
     include_usage = bool(opt_bool(options.get("include_usage"), "stream_options.include_usage"))
-    user = opt_str(obj.get("user"), "user")
+    user = opt_text(obj.get("user"), "user", max_length=END_USER_MAX_LENGTH)
     prompts = _prompts(obj.get("prompt"))
     config = generation_config(obj, n)
     requests: list[dict[str, Any]] = []
@@ -142,16 +151,6 @@ def completions_request_to_gemini(body: Any) -> CompletionsCall:
         prompts=prompts,
         requests=requests,
     )
-
-
-def sum_usage(usages: Sequence[Usage]) -> Usage:
-    """The usage of several calls together (counts added; estimated if any one was)."""
-    totals = {
-        f.name: sum(getattr(u, f.name) for u in usages)
-        for f in fields(Usage)
-        if f.name != "estimated"
-    }
-    return Usage(**totals, estimated=any(u.estimated for u in usages))
 
 
 def _text(candidate: Mapping[str, Any]) -> str:

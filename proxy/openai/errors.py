@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import orjson
 
-from proxy.errors import openai_type_for
+from proxy.errors import ProxyError, openai_type_for
 from proxy.redact import scrub
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "check_stream_event",
     "openai_error_from_gemini",
     "openai_error_from_upstream",
+    "unknown_openai_route",
     "upstream_retry_after",
 ]
 
@@ -144,3 +145,16 @@ def upstream_retry_after(body: bytes) -> int | None:
         return None
     error = parsed.get("error") if isinstance(parsed, Mapping) else None
     return _retry_seconds(error) if isinstance(error, Mapping) else None
+
+
+def unknown_openai_route(
+    method: str, path: str, status: int = 404, headers: Mapping[str, str] | None = None
+) -> ProxyError:
+    """A request to a route this proxy does not serve (404, or 405 for a wrong method), worded
+    as OpenAI words it — ``Invalid URL (POST /v1/...)`` — so the client sees which route."""
+    return ProxyError(
+        f"Invalid URL ({method} {path[:200]}): this Gemini proxy does not serve that route "
+        "(docs/openai-compat.md lists the OpenAI routes it serves).",
+        status_code=status,
+        headers=headers,
+    )

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from proxy.errors import BadRequest, UpstreamError
-from proxy.openai.validate import opt_bool, opt_int, opt_str, req_object, req_str
+from proxy.metering.ledger_event import END_USER_MAX_LENGTH
+from proxy.openai.validate import opt_bool, opt_int, opt_str, opt_text, req_object, req_str
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -140,7 +141,7 @@ def images_request_to_imagen(body: Any) -> ImagesCall:
     return ImagesCall(
         model=model,
         n=n,
-        user=opt_str(obj.get("user"), "user"),
+        user=opt_text(obj.get("user"), "user", max_length=END_USER_MAX_LENGTH),
         request={"instances": [{"prompt": prompt}], "parameters": parameters},
     )
 

@@ -46,6 +46,7 @@ from typing import Any, Final, cast
 
 from proxy.errors import BadRequest
 from proxy.formats import decimal_json
+from proxy.metering.ledger_event import END_USER_MAX_LENGTH
 from proxy.openai.chat import finish_reason, function_call_fields, google_options
 from proxy.openai.media import file_data_part, file_url_part, image_url_part, media_part
 from proxy.openai.messages import (
@@ -64,6 +65,7 @@ from proxy.openai.validate import (
     opt_int,
     opt_object,
     opt_str,
+    opt_text,
     req_list,
     req_object,
     req_str,
@@ -501,8 +503,10 @@ def responses_request_to_gemini(body: Any, *, history: Conversation | None = Non
     _check_parameters(obj)
     model = req_str(obj.get("model"), "model", non_empty=True)
     stream = bool(opt_bool(obj.get("stream"), "stream"))
-    user = opt_str(obj.get("user"), "user")
-    safety = opt_str(obj.get("safety_identifier"), "safety_identifier")
+    user = opt_text(obj.get("user"), "user", max_length=END_USER_MAX_LENGTH)
+    safety = opt_text(
+        obj.get("safety_identifier"), "safety_identifier", max_length=END_USER_MAX_LENGTH
+    )
     previous = opt_str(obj.get("previous_response_id"), "previous_response_id")
     if previous and history is None:
         raise BadRequest(

@@ -4,6 +4,7 @@
                                 request=body, streamed=streamed)     # may raise 429 / 403 / 503
     reply = await call.send("POST", path, content=body, stream=streamed)  # metered if it fails
     call.meter.observe(event)    # as replies or stream events pass
+    cost = call.price_now()      # a stream's cost, for its last event (pure)
     result = call.close(status)  # once: price, settle the quota hold, ledger event, hooks
 
 ``close`` is idempotent and cheap: pricing is pure, the quota settlement and the ledger write
@@ -122,10 +123,23 @@ class Pipeline:
         )  # fmt: skip
         return MeteredCall(self, meter, admission)
 
+    def price(self, meter: CallMeter, status: int) -> PricedCall:
+        """What the call costs for the usage its meter holds now; pure (no log, no metric).
+
+        Google bills each upstream reply with a 200: a call one of whose replies reported usage
+        is billed for it even if the call ends with an error (the later prompt or batch of the
+        same request failed); a call with none costs $0 unless it succeeded (rule 1 of
+        docs/pricing.md)."""
+        usage = meter.usage or Usage()
+        billed = 200 if meter.billed else status
+        return price_operation(
+            self.catalog, meter.operation, meter.model.name, usage, status=billed
+        )
+
     def _record(self, meter: CallMeter, status: int, elapsed: float) -> CallResult:
         usage = meter.usage or Usage()
         model = meter.model.name
-        pc = price_operation(self.catalog, meter.operation, model, usage, status=status)
+        pc = self.price(meter, status)
         self.ledger.submit(_event(meter, status, elapsed, usage, pc))
         overhead = meter.overhead(elapsed)
         # A priced call found its catalog entry; look it up only when it did not.
@@ -213,22 +227,34 @@ class MeteredCall:
         Not streamed: the reply comes back read. Streamed: unread; the caller closes it."""
         meter = self.meter
         sent = time.perf_counter()
+        meter.upstream_started()
         try:
             reply = await self._pipeline.upstream.send(
                 method, path, params=params, content=content, headers=headers, stream=stream
             )
-        except ProxyError as exc:
-            self.close(exc.status_code, error_class=type(exc).__name__)
+        except BaseException as exc:
+            meter.upstream_ended()
+            if isinstance(exc, ProxyError):
+                self.close(exc.status_code, error_class=type(exc).__name__)
             raise
-        meter.retries = reply.retries
+        meter.upstream_ended()
+        meter.retries += reply.retries
         if stream:
             # The rest of a stream's time is the upstream generating: overhead is what came
-            # before.
-            meter.pre_upstream = sent - meter.started
+            # before it first went upstream.
+            if meter.pre_upstream is None:
+                meter.pre_upstream = sent - meter.started
         else:
-            meter.upstream_seconds += time.perf_counter() - sent
             meter.first_byte()
         return reply.response
+
+    def price_now(self) -> Decimal | None:
+        """The call's cost for the usage seen so far, priced as :meth:`close` will price it if
+        nothing more comes: for a stream's last event, before its last bytes go out. Pure: no
+        settlement, no ledger event, no price warning. None when the model has no price."""
+        if self._closed is not None:
+            return self._closed.cost_usd
+        return self._pipeline.price(self.meter, 200).cost
 
     def close(self, status: int, error_class: str | None = None) -> CallResult:
         """Price, settle, record and count the call. Idempotent: only the first close counts."""

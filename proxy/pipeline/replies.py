@@ -124,18 +124,22 @@ def stream(
     reply: UpstreamResponse,
     handler: StreamHandler,
     headers: dict[str, str],
+    head: bytes = b"",
 ) -> WatchedStream:
-    """Forward a 200 stream as it arrives; the call closes when it ends, however it ends."""
+    """Forward a 200 stream as it arrives; the call closes when it ends, however it ends.
+    ``head``: what the client gets before the first upstream byte (an API's opening events)."""
     return WatchedStream(
-        _pump(reply, call.meter, handler),
+        _pump(reply, call.meter, handler, head),
         headers=headers | call.quota_headers,
         on_close=_closer(call, reply),
     )
 
 
 async def _pump(
-    reply: UpstreamResponse, meter: CallMeter, handler: StreamHandler
+    reply: UpstreamResponse, meter: CallMeter, handler: StreamHandler, head: bytes
 ) -> AsyncIterator[bytes]:
+    if head:
+        yield head
     # The handler sees the upstream's bytes less any secret an error event quotes, even one the
     # network split over two chunks (the scrubber holds back a tail that may begin one).
     scrubber = StreamScrubber()
