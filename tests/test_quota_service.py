@@ -17,7 +17,7 @@ from proxy.db.engine import make_engine
 from proxy.db.tables import ApiKey, UsageEvent
 from proxy.errors import Forbidden, QuotaExceeded, ServiceUnavailable
 from proxy.model_ids import model_id
-from proxy.quotas.estimate import prompt_tokens
+from proxy.quotas.estimate import Estimate, prompt_tokens
 from proxy.quotas.policy import LimitStatus
 from proxy.quotas.service import Admission, QuotaHooks, QuotaService
 from proxy.quotas.store_redis import RedisStore
@@ -184,6 +184,32 @@ async def test_rpm_window_refuses_then_admits_after_the_reset(
         again = await svc.admit(key, model=model_id(MODEL), request=body())
         assert again.headers["x-ratelimit-remaining-requests"] == "1"
         assert again.headers["x-ratelimit-reset-requests"] == "1m0s"
+
+
+async def test_a_given_estimate_is_held_and_need_not_count_a_request(
+    backend: tuple[str, str], clock: Clock
+) -> None:
+    """What a cache's storage, a batch or a Live turn commits to: the caller's estimate is the
+    hold, and a charge inside a counted request does not count another against RPM."""
+    kind, url = backend
+    key = await make_key(url, TENANT)
+    await add_policy(url, TENANT, rpm=1, budget_usd=Decimal("1"))
+    model = model_id(MODEL)
+    async with service(kind, url, clock) as svc:
+        session = await svc.admit(key, model=model, request=body())
+        svc.settle(session, cost_usd=Decimal(0), tokens=0)
+        big = Estimate(0, 0, 0, Decimal("0.6"))
+        turn = await svc.admit(key, model=model, request={}, estimate=big, count_request=False)
+        assert turn.worst_units == 6 * 10**9
+        assert "x-ratelimit-limit-requests" not in turn.headers
+        with pytest.raises(QuotaExceeded):  # 0.6 held: another 0.6 does not fit $1
+            await svc.admit(key, model=model, request={}, estimate=big, count_request=False)
+        svc.settle(turn, cost_usd=Decimal("0.1"), tokens=0)
+        await svc.drain()
+        again = await svc.admit(key, model=model, request={}, estimate=big, count_request=False)
+        svc.settle(again, cost_usd=Decimal("0.6"), tokens=0)
+        exc = await refused(svc, key)
+        assert exc is not None and exc.code == "rate_limit_exceeded"  # the session's RPM
 
 
 async def test_tpm_window_holds_the_worst_case_then_real_tokens(

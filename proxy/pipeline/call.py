@@ -31,6 +31,7 @@ from ..model_ids import ModelId
 from ..pricing.catalog import Catalog
 from ..pricing.cost import PricedCall, price_operation
 from ..pricing.review import PriceReview
+from ..quotas.estimate import Estimate
 from ..quotas.service import Admission, QuotaService
 from ..upstream import Upstream, UpstreamResponse
 from ..usage import Usage
@@ -91,15 +92,19 @@ class Pipeline:
         request: Mapping[str, Any],
         streamed: bool = False,
         end_user: str | None = None,
+        estimate: Estimate | None = None,
+        count_request: bool = True,
     ) -> MeteredCall:
         """Admit the call against its tenant's quotas (raising if refused), then open it.
 
-        Nothing awaits between the two, so a reservation is always released by the close."""
+        Nothing awaits between the two, so a reservation is always released by the close.
+        ``estimate`` and ``count_request``: see :meth:`QuotaService.admit`."""
         admission = None
         if self.quotas is not None:
             admission = await self.quotas.admit(
-                caller, model=model, request=request, operation=operation
-            )
+                caller, model=model, request=request, operation=operation,
+                estimate=estimate, count_request=count_request,
+            )  # fmt: skip
         return self.open(
             caller, route=route, operation=operation, model=model, streamed=streamed,
             end_user=end_user, admission=admission,

@@ -168,12 +168,19 @@ def _line(policy: Policy, limit: LimitName, now: datetime, amount: int) -> Line:
 
 
 def plan(
-    policies: Sequence[Policy], est: Estimate, worst_units: int | None, now: datetime
+    policies: Sequence[Policy],
+    est: Estimate,
+    worst_units: int | None,
+    now: datetime,
+    *,
+    count_request: bool = True,
 ) -> list[Line]:
     """The charges a call makes: hard limits and TPM hold its worst case, RPM counts it.
 
     A call whose cost cannot be estimated (a model the catalog does not price) holds $0: it is
-    still refused once the budget is spent, and the ledger records it as unpriced."""
+    still refused once the budget is spent, and the ledger records it as unpriced.
+    ``count_request=False``: a charge inside something already counted as a request (a Live
+    session's next turn) holds money and tokens but is not another request."""
     now = utc(now)
     lines = []
     for p in policies:
@@ -181,7 +188,7 @@ def plan(
             lines.append(_line(p, "budget_usd", now, worst_units or 0))
         if p.tokens is not None:
             lines.append(_line(p, "tokens", now, est.total_tokens))
-        if p.rpm is not None:
+        if p.rpm is not None and count_request:
             lines.append(_line(p, "rpm", now, 1))
         if p.tpm is not None:
             # Like a hard budget: the prompt and the maximum output are held in the window the

@@ -176,9 +176,15 @@ class QuotaService:
         model: ModelId,
         request: Mapping[str, Any],
         operation: str = "generateContent",
+        estimate: Estimate | None = None,
+        count_request: bool = True,
     ) -> Admission:
         """Refuse (QuotaExceeded 429, Forbidden 403, ServiceUnavailable 503) or admit the call,
-        holding its worst case."""
+        holding its worst case.
+
+        ``estimate`` replaces the worst case read from ``request`` (what a cache's storage, a
+        batch or a Live turn commits to); ``count_request=False`` holds it without counting
+        another request against RPM (see :func:`plan`)."""
         if not self.loaded:
             raise ServiceUnavailable(
                 "Quota policies are not loaded yet (database unreachable); retry shortly.",
@@ -195,15 +201,15 @@ class QuotaService:
             if model is not ANY_MODEL and not p.allows(model):
                 raise Forbidden(f"Model {model.name!r} is not allowed for {p.scope}.",
                                 code="model_not_allowed")  # fmt: skip
-        if operation in UNMETERED_OPERATIONS:
+        if operation in UNMETERED_OPERATIONS and estimate is None:
             return Admission("", key.tenant_name)
         now = self._now()
-        est = estimate_call(self._catalog, model.name, request, operation)
+        est = estimate or estimate_call(self._catalog, model.name, request, operation)
         worst = None if est.cost_usd is None else usd_to_units(est.cost_usd)
         if worst is None and model.name not in self._unpriced_logged:
             self._unpriced_logged.add(model.name)
             log.warning("quota: model %r has no price; its calls hold $0 of budgets", model.name)
-        lines = plan(policies, est, worst, now)
+        lines = plan(policies, est, worst, now, count_request=count_request)
         if not lines:
             return Admission("", key.tenant_name)
         mono = time.monotonic()
