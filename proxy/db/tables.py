@@ -36,6 +36,7 @@ __all__ = [
     "QuotaCounter",
     "QuotaPolicy",
     "QuotaReservation",
+    "Resource",
     "Tenant",
     "UsageEvent",
     "UsageRollup",
@@ -251,4 +252,44 @@ class UsageRollup(Base):
         Column("estimated", BigInteger, nullable=False, default=0),
         Column("errors", BigInteger, nullable=False, default=0),
         Index("ix_usage_rollups_tenant_bucket", "tenant_id", "bucket"),
+    )
+
+
+# -- stored resources (issue 20, docs/resources.md) ----------------------------------------------
+
+
+class Resource(Base):
+    """A file, context cache, batch or long-running operation made upstream through the proxy.
+
+    All tenants share one upstream project: this row is what makes a resource the tenant's
+    (another tenant is told it does not exist). Caches carry what their storage is billed on;
+    batches and operations carry the reconciler's state, so each is metered exactly once by
+    whichever replica claims it."""
+
+    __tablename__ = "resources"
+
+    # Google's resource name: files/x, cachedContents/x, batches/x, models/m/operations/x.
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # file | cache | batch | operation
+    tenant_id: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[int | None] = mapped_column(BigInteger)
+    model: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Caches: storage is billed per token-hour from billed_until to expire_time (or deletion).
+    token_count: Mapped[int | None] = mapped_column(BigInteger)
+    expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    billed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Batches and operations: the upstream state last seen, when their rows were written, and
+    # which replica holds the claim to meter them until when.
+    state: Mapped[str | None] = mapped_column(String(48))
+    metered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Whatever else a kind keeps (mime type and size, display name, a batch's held worst case).
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_resources_tenant_kind_created", "tenant_id", "kind", "created_at"),
+        Index("ix_resources_kind_metered", "kind", "metered_at"),
     )
