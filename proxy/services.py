@@ -19,6 +19,7 @@ from .pipeline import Pipeline
 from .pricing.catalog import Catalog
 from .quotas.service import QuotaHooks, QuotaService
 from .redact import register_secrets
+from .resources import Owners
 from .settings import Settings
 from .upstream import AiohttpSender, Sender, Upstream
 
@@ -35,6 +36,7 @@ class Services:
     catalog: Catalog
     ledger: LedgerWriter
     pipeline: Pipeline
+    owners: Owners
     quotas: QuotaService | None = None
     retention: Retention | None = None
 
@@ -79,6 +81,7 @@ class Services:
                 upstream=upstream,
                 hooks=(metrics.CallMetrics().on_call,),
             ),
+            owners=Owners(sessionmaker, timeout=settings.resource_lookup_timeout),
         )
 
     async def start(self) -> None:

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         description="Seconds a request waits for the database to check a key this process has "
         "not cached (503 after); cached keys never wait. Also bounds /readyz's database check.",
     )
+    resource_lookup_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds a request waits for the database to record or check who owns a "
+        "file, cache, batch or operation (503 after); ownership once seen is cached.",
+    )
     database_request_timeout: float = Field(
         default=10.0,
         gt=0,

@@ -126,7 +126,7 @@ async def truncate_pg(url: str) -> None:
             await conn.execute(
                 text(
                     "TRUNCATE usage_events, usage_rollups, api_keys, tenants, quota_policies,"
-                    " quota_counters, quota_reservations RESTART IDENTITY CASCADE"
+                    " quota_counters, quota_reservations, resources RESTART IDENTITY CASCADE"
                 )
             )
     finally:

@@ -1,0 +1,83 @@
+"""The SQL of stored resources (files, caches, batches, operations): who owns which."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..caller import Caller
+from .tables import Resource
+
+__all__ = [
+    "add_resource",
+    "delete_resource",
+    "list_resources",
+    "owned_resource",
+    "update_resource",
+]
+
+
+async def add_resource(
+    session: AsyncSession,
+    name: str,
+    kind: str,
+    caller: Caller,
+    *,
+    model: str | None = None,
+    created_at: datetime | None = None,
+    **fields: Any,
+) -> Resource:
+    """Record that ``caller``'s tenant made resource ``name`` upstream (names are unique)."""
+    row = Resource(
+        name=name, kind=kind, tenant_id=caller.tenant_id, key_id=caller.key_id, model=model,
+        created_at=created_at or datetime.now(UTC), **fields,
+    )  # fmt: skip
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def owned_resource(
+    session: AsyncSession, name: str, tenant_id: int, kind: str | None = None
+) -> Resource | None:
+    """The resource if ``tenant_id`` owns it and it was not deleted, else None."""
+    query = select(Resource).where(
+        Resource.name == name, Resource.tenant_id == tenant_id, Resource.deleted_at.is_(None)
+    )
+    if kind is not None:
+        query = query.where(Resource.kind == kind)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def list_resources(
+    session: AsyncSession,
+    tenant_id: int,
+    kind: str,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+) -> list[Resource]:
+    """A page of the tenant's live resources of one kind, newest first; ``after`` is the
+    (created_at, name) of the previous page's last row (keyset pagination)."""
+    query = select(Resource).where(
+        Resource.tenant_id == tenant_id, Resource.kind == kind, Resource.deleted_at.is_(None)
+    )
+    if after is not None:
+        at, name = after
+        query = query.where(
+            (Resource.created_at < at) | ((Resource.created_at == at) & (Resource.name < name))
+        )
+    query = query.order_by(Resource.created_at.desc(), Resource.name.desc()).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def update_resource(session: AsyncSession, name: str, **fields: Any) -> None:
+    await session.execute(update(Resource).where(Resource.name == name).values(**fields))
+
+
+async def delete_resource(session: AsyncSession, name: str, at: datetime | None = None) -> None:
+    """Mark it deleted: its rows stay (a cache's billing, a batch's reconciliation need them)."""
+    await update_resource(session, name, deleted_at=at or datetime.now(UTC))
