@@ -198,3 +198,21 @@ async def test_a_batch_committed_by_a_write_that_failed_is_not_doubled(db_url: s
         assert await writer.flush(timeout=10.0)
         assert writer._offered == 0
     assert await _count(db_url) == (50, 50)
+
+
+async def test_a_rows_resource_and_detail_are_kept(db_url: str) -> None:
+    """An upload's row names its file and keeps what it measured besides tokens."""
+    detail = {"bytes": 12_000_000, "mimeType": "video/mp4"}
+    async with running_writer(db_url, batch_size=500, flush_interval=60.0) as (writer, tenant):
+        event = _event(tenant)
+        event.resource, event.detail = "files/abc-123", detail
+        writer.submit(event)
+        assert await writer.flush(timeout=10.0)
+    engine = make_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(UsageEvent.__table__))).mappings().one()
+    finally:
+        await engine.dispose()
+    assert (row["resource"], row["detail"]) == ("files/abc-123", detail)
+    assert LedgerEvent.from_row(event.as_row()).detail == detail  # as the spool replays it

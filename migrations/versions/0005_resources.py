@@ -1,4 +1,5 @@
-"""resources: files, context caches, batches and operations, each owned by a tenant
+"""resources: files, context caches, batches and operations, each owned by a tenant; the
+resource a ledger row concerns and what it measured besides tokens
 
 Revision ID: 0005
 Revises: 0004
@@ -17,6 +18,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("usage_events", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("resource", sa.String(length=256), nullable=True))
+        batch_op.add_column(sa.Column("detail", sa.JSON(), nullable=True))
     op.create_table(
         "resources",
         sa.Column("name", sa.String(length=256), nullable=False),
@@ -45,3 +49,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("resources")
+    with op.batch_alter_table("usage_events", schema=None) as batch_op:
+        batch_op.drop_column("detail")
+        batch_op.drop_column("resource")

@@ -156,6 +156,9 @@ class UsageEvent(Base):
         Column("error_class", String(64)),
         Column("end_user", String(256)),
         Column("retries", Integer, nullable=False, default=0),
+        # The stored resource a row concerns, and what it measured besides tokens (issue 20).
+        Column("resource", String(256)),
+        Column("detail", JSON),
         Index("ix_usage_events_tenant_created", "tenant_id", "created_at"),
         Index("ix_usage_events_created", "created_at"),
     )

@@ -52,6 +52,8 @@ class LedgerEvent:
     error_class: str | None = None
     end_user: str | None = None
     retries: int = 0
+    resource: str | None = None
+    detail: dict[str, Any] | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: str = field(default_factory=new_event_id)
 

@@ -31,12 +31,14 @@ class CallMeter:
         "_parts",
         "_usage",
         "caller",
+        "detail",
         "end_user",
         "error_class",
         "model",
         "model_version",
         "operation",
         "pre_upstream",
+        "resource",
         "response_id",
         "retries",
         "route",
@@ -78,6 +80,11 @@ class CallMeter:
         self.model_version: str | None = None
         self.error_class: str | None = None
         self.retries = 0
+        # What a call on a stored resource concerns (files/x, cachedContents/x, batches/x) and
+        # what it measured besides tokens (bytes and mime type of an upload, images, seconds,
+        # token-hours): columns resource and detail of its ledger row.
+        self.resource: str | None = None
+        self.detail: dict[str, Any] | None = None
 
     def first_byte(self) -> None:
         if self.ttfb is None:

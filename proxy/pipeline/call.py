@@ -141,10 +141,12 @@ class Pipeline:
             self.catalog, meter.operation, meter.model.name, usage, status=billed
         )
 
-    def _record(self, meter: CallMeter, status: int, elapsed: float) -> CallResult:
+    def _record(
+        self, meter: CallMeter, status: int, elapsed: float, priced: PricedCall | None
+    ) -> CallResult:
         usage = meter.usage or Usage()
         model = meter.model.name
-        pc = self.price(meter, status)
+        pc = priced or self.price(meter, status)
         self.ledger.submit(_event(meter, status, elapsed, usage, pc))
         overhead = meter.overhead(elapsed)
         # A priced call found its catalog entry; look it up only when it did not.
@@ -200,6 +202,8 @@ def _event(
         error_class=meter.error_class,
         end_user=meter.end_user,
         retries=meter.retries,
+        resource=meter.resource,
+        detail=meter.detail,
     )
 
 
@@ -261,14 +265,20 @@ class MeteredCall:
             return self._closed.cost_usd
         return self._pipeline.price(self.meter, 200).cost
 
-    def close(self, status: int, error_class: str | None = None) -> CallResult:
-        """Price, settle, record and count the call. Idempotent: only the first close counts."""
+    def close(
+        self, status: int, error_class: str | None = None, *, priced: PricedCall | None = None
+    ) -> CallResult:
+        """Price, settle, record and count the call. Idempotent: only the first close counts.
+
+        ``priced``: the call's price worked out by the route from what it measured besides
+        tokens (images, seconds of video, token-hours of cache storage), with a pure function
+        of ``proxy.pricing``; else the meter's usage is priced."""
         if self._closed is not None:
             return self._closed
         meter = self.meter
         meter.error_class = error_class or meter.error_class
         elapsed = time.perf_counter() - meter.started
-        result = self._pipeline._record(meter, status, elapsed)
+        result = self._pipeline._record(meter, status, elapsed, priced)
         self._closed = result
         quotas = self._pipeline.quotas
         if self.admission is not None and quotas is not None:
