@@ -16,10 +16,12 @@ from .metering.ledger import LedgerWriter
 from .metering.retention import Retention
 from .metering.spool import Spool
 from .pipeline import Pipeline
+from .pipeline.resources import ResourceMeter
 from .pricing.catalog import Catalog
 from .quotas.service import QuotaHooks, QuotaService
 from .redact import register_secrets
 from .resources import Owners
+from .resources.reconciler import Reconciler
 from .settings import Settings
 from .upstream import AiohttpSender, Sender, Upstream
 
@@ -37,6 +39,7 @@ class Services:
     ledger: LedgerWriter
     pipeline: Pipeline
     owners: Owners
+    reconciler: Reconciler
     quotas: QuotaService | None = None
     retention: Retention | None = None
 
@@ -63,6 +66,11 @@ class Services:
             max_connections=settings.upstream_max_connections,
         )
         upstream = Upstream(sender, settings.upstream_keys, retries=settings.upstream_retries)
+        pipeline = Pipeline(
+            catalog=catalog, ledger=ledger, upstream=upstream,
+            hooks=(metrics.CallMetrics().on_call,),
+        )  # fmt: skip
+        resource_meter = ResourceMeter(pipeline)
         return cls(
             settings=settings,
             engine=engine,
@@ -75,13 +83,17 @@ class Services:
             upstream=upstream,
             catalog=catalog,
             ledger=ledger,
-            pipeline=Pipeline(
-                catalog=catalog,
-                ledger=ledger,
-                upstream=upstream,
-                hooks=(metrics.CallMetrics().on_call,),
-            ),
+            pipeline=pipeline,
             owners=Owners(sessionmaker, timeout=settings.resource_lookup_timeout),
+            reconciler=Reconciler(
+                sessionmaker,
+                poll=resource_meter.poll,
+                meter=resource_meter.meter,
+                settled=resource_meter.settled,
+                interval=settings.reconcile_interval,
+                repoll=settings.reconcile_repoll,
+                lease=settings.reconcile_lease,
+            ),
         )
 
     async def start(self) -> None:
@@ -95,8 +107,10 @@ class Services:
         if self.settings.ledger_retention_days:
             self.retention = Retention(self.engine, self.settings.ledger_retention_days)
             self.retention.start()
+        self.reconciler.start()
 
     async def stop(self) -> None:
+        await self.reconciler.stop()  # before the upstream and the ledger it uses
         if self.retention is not None:
             await self.retention.stop()
         await self.keys.stop()

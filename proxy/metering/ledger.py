@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .. import metrics
 from ..db.faults import rows_refused
 from ..db.queries import insert_usage_events, touch_keys
-from .ledger_event import LedgerEvent
+from .ledger_event import LedgerEvent, is_derived_id
 from .spool import Spool
 
 __all__ = ["LedgerEvent", "LedgerWriter"]
@@ -182,7 +182,9 @@ class LedgerWriter:
             try:
                 # Only the whole first attempt may be fresh: after a refusal a part may hold an
                 # id already written (a duplicate is a refusal too), which the slow way skips.
-                await self._write(part, fresh=fresh and part is events)
+                # A derived id (a batch's response) may be in the table already: never fresh.
+                plain = fresh and part is events and not any(is_derived_id(e.id) for e in part)
+                await self._write(part, fresh=plain)
             except Exception as exc:
                 if not rows_refused(exc):
                     unwritten = [*part, *(e for p in reversed(todo) for e in p)]

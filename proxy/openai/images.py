@@ -29,6 +29,7 @@ from typing import Any, Final
 from proxy.errors import BadRequest, UpstreamError
 from proxy.metering.ledger_event import END_USER_MAX_LENGTH
 from proxy.openai.validate import opt_bool, opt_int, opt_str, opt_text, req_object, req_str
+from proxy.pricing.media import image_count
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -151,11 +152,6 @@ def _predictions(reply: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return (
         [p for p in predictions if isinstance(p, Mapping)] if isinstance(predictions, list) else []
     )
-
-
-def image_count(reply: Mapping[str, Any]) -> int:
-    """How many images Imagen made (what the call is priced on); filtered ones are not."""
-    return sum(1 for p in _predictions(reply) if isinstance(p.get("bytesBase64Encoded"), str))
 
 
 def imagen_reply_to_openai(reply: Mapping[str, Any], *, created: int) -> dict[str, Any]:

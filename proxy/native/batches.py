@@ -1,0 +1,309 @@
+"""Batch mode through the proxy: ``models/{m}:batchGenerateContent`` and ``batches`` get / list /
+cancel / delete, each batch its tenant's alone (docs/resources.md).
+
+Creating a batch holds its worst case against the tenant's budgets and counts it as spent at
+once (a batch outlives any quota hold), then corrects it to the real cost when the reconciler
+meters its responses (docs/quotas.md). The creation itself is a $0 ledger row; every response
+gets its own row at the batch rates when the batch ends (proxy/pipeline/resources.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..caller import Caller
+from ..db.tables import Resource
+from ..errors import BadRequest, NotFound, ProxyError, to_response
+from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
+from ..model_ids import ModelId, model_id
+from ..pipeline import MeteredCall, meter_headers, read_whole
+from ..pipeline.resources import file_lines
+from ..pricing.cost import PricedCall
+from ..quotas.estimate import Estimate, batch_estimate, batch_factor
+from ..services import Services, authenticate
+from ..sse import parse_event
+from ..upstream import UpstreamResponse
+from .relay import passthrough, version_of
+
+__all__ = ["create_batch", "free", "gemini_errors", "held_detail", "held_reply", "routes"]
+
+KIND = "batch"
+MAX_PAGE = 100
+DEFAULT_PAGE = 10
+_NAME_ID = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def gemini_errors(handler: Handler) -> Handler:
+    """Errors in Gemini's envelope, also under /v1 (where the app's default is OpenAI's)."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ProxyError as exc:
+            return to_response(exc, "gemini")
+
+    return wrapped
+
+
+def field(obj: Any, camel: str, snake: str) -> Any:
+    """A request field in either spelling (the REST API takes both)."""
+    if not isinstance(obj, Mapping):
+        return None
+    return obj.get(camel, obj.get(snake))
+
+
+def inline_requests(batch: Mapping[str, Any]) -> list[Mapping[str, Any]] | str:
+    """The batch's inline requests, or the name of its input file; BadRequest otherwise."""
+    config = field(batch, "inputConfig", "input_config")
+    if not isinstance(config, Mapping):
+        raise BadRequest("batch.inputConfig is required.")
+    requests, file = config.get("requests"), field(config, "fileName", "file_name")
+    if (requests is None) == (file is None):
+        raise BadRequest("batch.inputConfig takes exactly one of requests and fileName.")
+    if file is not None:
+        if not isinstance(file, str) or not file.startswith("files/"):
+            raise BadRequest("batch.inputConfig.fileName must name a file (files/...).")
+        return file
+    inner = requests.get("requests") if isinstance(requests, Mapping) else None
+    if not isinstance(inner, list) or not inner:
+        raise BadRequest("batch.inputConfig.requests.requests must be a non-empty list.")
+    out = []
+    for i, item in enumerate(inner):
+        req = item.get("request") if isinstance(item, Mapping) else None
+        if not isinstance(req, Mapping):
+            raise BadRequest(f"batch.inputConfig.requests.requests[{i}].request is required.")
+        out.append(req)
+    return out
+
+
+def batch_name(raw: str) -> str:
+    """``batches/<id>`` from the path's id, refusing anything that is not a plain id."""
+    if not raw or len(raw) > 128 or not set(raw.lower()) <= _NAME_ID:
+        raise NotFound(f"Batch batches/{raw[:80]} not found.")
+    return f"batches/{raw}"
+
+
+async def _worst_case(
+    svc: Services, caller: Caller, model: ModelId, source: list[Mapping[str, Any]] | str
+) -> tuple[Estimate, int]:
+    """The batch's worst case at batch rates and its request count; a file's requests are
+    read as the file downloads, line by line."""
+    factor = batch_factor(svc.catalog, model.name)
+    if not isinstance(source, str):
+        return batch_estimate(svc.catalog, model.name, source, batch_factor=factor), len(source)
+    if not await svc.owners.owns(source, caller):
+        raise NotFound(f"File {source} not found.")
+    total = Estimate(0, 0, 0, Decimal(0))
+    count = 0
+    async for line in file_lines(svc.upstream, source):
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            obj = None
+        req = obj.get("request") if isinstance(obj, dict) else None
+        if not isinstance(req, Mapping):
+            count += 1
+            continue
+        e = batch_estimate(svc.catalog, model.name, [req], batch_factor=factor)
+        cost = None if total.cost_usd is None or e.cost_usd is None else total.cost_usd + e.cost_usd
+        total = Estimate(
+            total.prompt_tokens + e.prompt_tokens, total.audio_tokens + e.audio_tokens,
+            total.max_output_tokens + e.max_output_tokens, cost,
+        )  # fmt: skip
+        count += 1
+    return total, count
+
+
+async def create_batch(request: Request, model: ModelId, method: str) -> Response:
+    """``POST models/{m}:batchGenerateContent``: the tenant's batch, its worst case held."""
+    version = version_of(request)
+    svc, caller = await authenticate(request)
+    body = await read_body(request, svc.settings.max_body_bytes)
+    payload = parse_json_object(body)
+    batch = payload.get("batch")
+    if not isinstance(batch, Mapping):
+        raise BadRequest("The request needs a batch object.")
+    source = inline_requests(batch)
+    estimate, count = await _worst_case(svc, caller, model, source)
+    call = await svc.pipeline.admit(
+        caller, route="native", operation="batches.create", model=model, request=payload,
+        estimate=estimate,
+    )  # fmt: skip
+    reply = await call.send(
+        "POST", f"/{version}/models/{model.segment}:{method}", content=body,
+        headers=forward_headers(request.headers),
+    )  # fmt: skip
+    if reply.status_code != 200:
+        return await passthrough(call, reply)
+    content = await read_whole(reply)
+    op = parse_event(content)
+    name = op.get("name") if op else None
+    if op is None or not isinstance(name, str) or not name.startswith("batches/"):
+        call.close(502, error_class="upstream_malformed")
+        raise ProxyError("The Gemini API answered a batch without a name.", status_code=502)
+    call.meter.resource = name
+    detail = {
+        "tenant": caller.tenant_name, "requests": count,
+        "input": "file" if isinstance(source, str) else "inline",
+    } | held_detail(estimate)  # fmt: skip
+    try:
+        await svc.owners.add(name, KIND, caller, model=model.name, state=_state(op), detail=detail)
+    except ProxyError:
+        # Made upstream but not recorded: nobody could reconcile it. Cancel it, then refuse.
+        await _cancel_quietly(call, version, name)
+        raise
+    call.meter.detail = {"requests": count}
+    return held_reply(svc, call, reply, content, estimate)
+
+
+def held_reply(
+    svc: Services, call: MeteredCall, reply: UpstreamResponse, content: bytes, estimate: Estimate
+) -> Response:
+    """Close the call that made a batch or a video as a $0 row, its worst case counted as
+    spent: it outlives any quota hold, and the reconciler corrects it to the real cost."""
+    headers = call.quota_headers
+    admission, call.admission = call.admission, None
+    result = call.close(200, priced=free(svc, call.meter.operation))
+    if admission is not None and svc.quotas is not None:
+        svc.quotas.settle(admission, cost_usd=estimate.cost_usd, tokens=estimate.total_tokens)
+    out = reply_headers(reply.headers) | meter_headers(call, result) | headers
+    return Response(content, status_code=200, headers=out)
+
+
+async def _cancel_quietly(call: MeteredCall, version: str, name: str) -> None:
+    try:
+        reply = await call.send("POST", f"/{version}/{name}:cancel")
+        await reply.aclose()
+    except ProxyError:
+        pass
+
+
+def held_detail(estimate: Estimate) -> dict[str, Any]:
+    """What a batch or video holds of its tenant's budgets: corrected once it is metered."""
+    held = estimate.cost_usd
+    return {"heldUsd": None if held is None else str(held), "heldTokens": estimate.total_tokens}
+
+
+def free(svc: Services, operation: str) -> PricedCall:
+    return PricedCall(Decimal(0), True, svc.catalog.info().name, None, None,
+                      reason=f"{operation} is not billed")  # fmt: skip
+
+
+def _state(op: Mapping[str, Any]) -> str | None:
+    meta = op.get("metadata")
+    state = meta.get("state") if isinstance(meta, Mapping) else None
+    return state[:48] if isinstance(state, str) else None
+
+
+async def _owned(svc: Services, caller: Caller, name: str) -> Resource:
+    row = await svc.owners.get(name, caller, kind=KIND)
+    if row is None:
+        raise NotFound(f"Batch {name} not found.")
+    return row
+
+
+def _model(row: Resource) -> ModelId:
+    return model_id(row.model or "unknown", prefixed=True)
+
+
+@gemini_errors
+async def batch(request: Request) -> Response:
+    """GET / DELETE ``batches/{id}``, POST ``batches/{id}:cancel``."""
+    version = version_of(request)
+    raw = request.path_params["name"]
+    ident, _, verb = raw.partition(":")
+    svc, caller = await authenticate(request)
+    name = batch_name(ident)
+    method = request.method
+    if (method == "POST") != (verb == "cancel") or (verb and verb != "cancel"):
+        raise NotFound(f"Unknown method {method} {name}{':' + verb if verb else ''}.")
+    row = await _owned(svc, caller, name)
+    model = _model(row)
+    if method == "GET":
+        call = svc.pipeline.open(caller, route="native", operation="batches.get", model=model)
+        call.meter.resource = name
+        reply = await call.send("GET", f"/{version}/{name}")
+        response = await passthrough(call, reply)
+        if reply.status_code == 200 and row.metered_at is None:
+            op = parse_event(reply.content)
+            if op is not None and op.get("done") is True:
+                svc.reconciler.kick(name)  # metered now, in the background, by the same code
+        return response
+    if method == "POST":
+        call = svc.pipeline.open(caller, route="native", operation="batches.cancel", model=model)
+        call.meter.resource = name
+        reply = await call.send("POST", f"/{version}/{name}:cancel", content=b"{}")
+        return await passthrough(call, reply)
+    if row.metered_at is None and not await svc.reconciler.reconcile(name):
+        # Once deleted upstream its results are gone: it must be metered first.
+        raise BadRequest(
+            f"Batch {name} has not ended or its results are not metered yet: cancel it (or "
+            "wait for it to end), then delete it.",
+            status_code=400,
+        )
+    call = svc.pipeline.open(caller, route="native", operation="batches.delete", model=model)
+    call.meter.resource = name
+    reply = await call.send("DELETE", f"/{version}/{name}")
+    if reply.status_code in (200, 404):
+        await svc.owners.delete(name)
+    return await passthrough(call, reply)
+
+
+@gemini_errors
+async def list_batches(request: Request) -> Response:
+    """GET ``batches``: the tenant's own batches, newest first, as Google lists them."""
+    version = version_of(request)
+    svc, caller = await authenticate(request)
+    size = _page_size(request.query_params.get("pageSize"))
+    page = await svc.owners.page(caller, KIND, size, request.query_params.get("pageToken"))
+    call = svc.pipeline.open(
+        caller, route="native", operation="batches.list", model=model_id("batches")
+    )
+    try:
+        replies = await asyncio.gather(
+            *(call.send("GET", f"/{version}/{row.name}") for row in page.rows)
+        )
+    except ProxyError as exc:
+        call.close(exc.status_code, error_class=type(exc).__name__)
+        raise
+    ops = []
+    for reply in replies:
+        content = await read_whole(reply)
+        op = parse_event(content) if reply.status_code == 200 else None
+        if op is not None:
+            ops.append(op)
+    body: dict[str, Any] = {"operations": ops}
+    if page.next_token:
+        body["nextPageToken"] = page.next_token
+    result = call.close(200, priced=free(svc, "batches.list"))
+    headers = meter_headers(call, result)
+    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+
+def _page_size(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_PAGE
+    try:
+        size = int(raw)
+    except ValueError:
+        raise BadRequest("pageSize must be an integer.") from None
+    return DEFAULT_PAGE if size <= 0 else min(size, MAX_PAGE)
+
+
+def routes() -> list[BaseRoute]:
+    out: list[BaseRoute] = []
+    for v in ("v1beta", "v1"):
+        out += [
+            Route(f"/{v}/batches", list_batches, methods=["GET"]),
+            Route(f"/{v}/batches/{{name}}", batch, methods=["GET", "POST", "DELETE"]),
+        ]
+    return out
