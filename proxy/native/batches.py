@@ -22,15 +22,16 @@ from starlette.routing import BaseRoute, Route
 from ..caller import Caller
 from ..db.tables import Resource
 from ..errors import BadRequest, NotFound, ProxyError, to_response
+from ..estimate import CHARS_PER_TOKEN
 from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
 from ..model_ids import ModelId, model_id
 from ..pipeline import MeteredCall, meter_headers, read_whole
-from ..pipeline.resources import file_lines
-from ..pricing.cost import PricedCall
+from ..pricing.cost import PricedCall, price_call
 from ..quotas.estimate import Estimate, batch_estimate, batch_factor
 from ..services import Services, authenticate
 from ..sse import parse_event
 from ..upstream import UpstreamResponse
+from ..usage import Usage
 from .relay import passthrough, version_of
 
 __all__ = ["create_batch", "free", "gemini_errors", "held_detail", "held_reply", "routes"]
@@ -94,33 +95,25 @@ def batch_name(raw: str) -> str:
 
 async def _worst_case(
     svc: Services, caller: Caller, model: ModelId, source: list[Mapping[str, Any]] | str
-) -> tuple[Estimate, int]:
-    """The batch's worst case at batch rates and its request count; a file's requests are
-    read as the file downloads, line by line."""
-    factor = batch_factor(svc.catalog, model.name)
+) -> tuple[Estimate, int | None]:
+    """The batch's worst case at batch rates, and its request count (None: in a file).
+
+    Google lets nobody download an uploaded file, so a file's requests cannot be read: its
+    size stands for them (its text as prompt tokens, as many again as output) — an estimate,
+    not a bound, corrected when the batch is metered (docs/quotas.md)."""
     if not isinstance(source, str):
+        factor = batch_factor(svc.catalog, model.name)
         return batch_estimate(svc.catalog, model.name, source, batch_factor=factor), len(source)
-    if not await svc.owners.owns(source, caller):
+    row = await svc.owners.get(source, caller, kind="file")
+    if row is None:
         raise NotFound(f"File {source} not found.")
-    total = Estimate(0, 0, 0, Decimal(0))
-    count = 0
-    async for line in file_lines(svc.upstream, source):
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            obj = None
-        req = obj.get("request") if isinstance(obj, dict) else None
-        if not isinstance(req, Mapping):
-            count += 1
-            continue
-        e = batch_estimate(svc.catalog, model.name, [req], batch_factor=factor)
-        cost = None if total.cost_usd is None or e.cost_usd is None else total.cost_usd + e.cost_usd
-        total = Estimate(
-            total.prompt_tokens + e.prompt_tokens, total.audio_tokens + e.audio_tokens,
-            total.max_output_tokens + e.max_output_tokens, cost,
-        )  # fmt: skip
-        count += 1
-    return total, count
+    detail = row.detail or {}
+    size = detail.get("sizeBytes", detail.get("bytes"))
+    size = int(size) if isinstance(size, int | str) and str(size).isdigit() else 0
+    tokens = -(-size // CHARS_PER_TOKEN)
+    usage = Usage(prompt_tokens=tokens, output_tokens=tokens)
+    cost = price_call(svc.catalog, model.name, usage, status=200, at=None, batch=True).cost
+    return Estimate(tokens, 0, tokens, cost), None
 
 
 async def create_batch(request: Request, model: ModelId, method: str) -> Response:
