@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from proxy.pricing.catalog import Catalog
@@ -248,3 +249,45 @@ def test_speech_is_priced_at_the_audio_output_rate(
     ]
     assert row["output_audio_tokens"] == 400 and row["cost_usd"] == expected.cost
     assert row["cost_usd"] == Decimal("0.004005")  # 10 x $0.50 + 400 x $10.00 per million
+
+
+# -- OpenAI's images API → Imagen ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("base", ["/v1", "/v1beta/openai"])
+def test_openai_images_generate_with_imagen_priced_per_image(
+    proxy: RunningProxy, base: str
+) -> None:
+    with openai.OpenAI(base_url=f"{proxy.url}{base}", api_key=proxy.key, max_retries=0) as client:
+        raw = client.images.with_raw_response.generate(
+            model="imagen-3.0-generate-002", prompt="a lighthouse", n=2, size="1792x1024",
+            user="end-user-7",
+        )  # fmt: skip
+        images = raw.parse()
+        assert images.data and len(images.data) == 2 and images.data[0].b64_json
+        assert Decimal(raw.headers["x-gemini-meter-cost-usd"]) == Decimal("0.06")
+        with pytest.raises(openai.BadRequestError) as err:
+            client.images.generate(model="imagen-3.0-generate-002", prompt="x", n=9)
+        assert err.value.code == "integer_above_max_value"
+    [up] = proxy.fake.calls("predict")
+    assert up.json() == {
+        "instances": [{"prompt": "a lighthouse"}],
+        "parameters": {"sampleCount": 2, "aspectRatio": "16:9"},
+    }
+    [row] = wait_rows(proxy, lambda r: r["operation"] == "predict")
+    assert row["route"] == "openai" and row["detail"] == {"images": 2}
+    assert row["cost_usd"] == Decimal("0.06") and row["end_user"] == "end-user-7"
+
+
+def test_openai_images_all_filtered_is_a_content_policy_error_at_no_cost(
+    proxy: RunningProxy,
+) -> None:
+    proxy.fake.resources.media.filtered = 4
+    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as err:
+            client.images.generate(model="imagen-3.0-generate-002", prompt="x", n=1)
+        assert err.value.code == "content_policy_violation"
+        with pytest.raises(openai.NotFoundError):  # Google's 404 in OpenAI's envelope
+            client.images.generate(model="gemini-2.5-flash", prompt="x")
+    rows = wait_rows(proxy, lambda r: r["operation"] == "predict", 2)
+    assert all(r["cost_usd"] == 0 for r in rows)
