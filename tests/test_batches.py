@@ -146,6 +146,14 @@ def test_inline_batch_is_metered_once_per_response_at_batch_rates(
     assert all(r["priced"] and r["route"] == "reconciler" and r["key_id"] for r in rows)
     assert resource(fast_proxy.settings.database_url, job.name).metered_at is not None  # type: ignore[union-attr]
 
+    report = httpx.get(
+        f"{fast_proxy.url}/admin/usage", params={"group_by": "operation"}, headers=ADMIN
+    ).json()
+    by_op = {r["operation"]: r for r in report}
+    assert by_op["batchGenerateContent"]["requests"] == 2
+    assert Decimal(by_op["batchGenerateContent"]["cost_usd"]) == sum(r["cost_usd"] for r in rows)
+    assert Decimal(by_op["batches.create"]["cost_usd"]) == 0
+
     done = client.batches.get(name=job.name)  # the client's poll writes nothing more
     assert done.state == "JOB_STATE_SUCCEEDED" and done.dest and done.dest.inlined_responses
     time.sleep(0.3)

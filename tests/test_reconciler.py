@@ -193,7 +193,7 @@ async def test_a_derived_id_is_written_once_and_never_set_aside(
             id=derived_event_id("batches/x", 0),
         )  # fmt: skip
 
-    dead = REGISTRY.get_sample_value("gemini_meter_ledger_dead_lettered_total") or 0.0
+    dead = REGISTRY.get_sample_value("gemini_meter_ledger_dead_letter_events_total") or 0.0
     for _ in range(2):  # two runs (a crash, a second replica), each a fresh writer
         writer = LedgerWriter(engine, flush_interval=0.01, spool=Spool(tmp_path / "spool"))
         writer.start()
@@ -203,7 +203,9 @@ async def test_a_derived_id_is_written_once_and_never_set_aside(
     async with engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(UsageEvent))).scalar_one() == 1
         assert (await conn.execute(select(func.sum(UsageRollup.requests)))).scalar_one() == 1
-    assert (REGISTRY.get_sample_value("gemini_meter_ledger_dead_lettered_total") or 0.0) == dead
+    assert (
+        REGISTRY.get_sample_value("gemini_meter_ledger_dead_letter_events_total") or 0.0
+    ) == dead
 
 
 def test_derived_ids_are_stable_distinct_and_told_apart() -> None:
