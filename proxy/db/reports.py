@@ -202,7 +202,7 @@ async def _sum(
         "key": func.coalesce(ApiKey.prefix, ""),
         "day": _day_expr(dialect, ts),
         "hour": ts if source == "rollup" else _hour_expr(dialect, ts),
-        "operation": UsageEvent.operation,
+        "operation": UsageEvent.__table__.c.operation,
     }
     keys = [columns[g] for g in group_by]
     stmt = select(*keys, *sums).join(Tenant, Tenant.id == t.tenant_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..caller import Caller
@@ -16,6 +16,7 @@ __all__ = [
     "add_resource",
     "claim_due",
     "claim_one",
+    "count_unmetered",
     "delete_resource",
     "list_resources",
     "mark_metered",
@@ -156,3 +157,14 @@ async def mark_metered(
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def count_unmetered(session: AsyncSession) -> dict[str, int]:
+    """Unmetered batches and operations by kind (every metered kind, zeros included)."""
+    query = (
+        select(Resource.kind, func.count())
+        .where(Resource.kind.in_(METERED_KINDS), Resource.metered_at.is_(None))
+        .group_by(Resource.kind)
+    )
+    found = {kind: int(n) for kind, n in (await session.execute(query)).all()}
+    return {kind: found.get(kind, 0) for kind in METERED_KINDS}

@@ -27,6 +27,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .. import metrics
 from ..db import resources as sql
 from ..db.tables import Resource
 
@@ -120,6 +121,9 @@ class Reconciler:
         done = 0
         for row in rows or ():
             done += await self._handle(row)
+        backlog = await self._db(sql.count_unmetered)
+        for kind, n in (backlog or {}).items():
+            metrics.UNMETERED.labels(kind).set(n)
         return done
 
     def kick(self, name: str) -> None:
@@ -147,18 +151,22 @@ class Reconciler:
         except Exception:
             log.exception("polling %s failed", row.name)
             op = None
+        outcome = metrics.RECONCILED.labels
         if op is None or op.get("done") is not True:
             state = None if op is None else state_of(op)
             await self._later(row.name, state)
+            outcome(row.kind, "pending" if op is not None else "failed").inc()
             return False
         try:
             durable = await self._meter(row, op)
         except Exception:
             log.exception("metering %s failed; retried after its claim lapses", row.name)
+            outcome(row.kind, "failed").inc()
             return False
         if not durable:
             log.warning("rows of %s not durable yet; metered again later", row.name)
             await self._later(row.name, state_of(op))
+            outcome(row.kind, "failed").inc()
             return False
         now = self._clock()
 
@@ -169,6 +177,7 @@ class Reconciler:
 
         if await self._db(mark):
             self.metered += 1
+            outcome(row.kind, "metered").inc()
             if self._settled is not None:
                 try:
                     await self._settled(row)
