@@ -311,3 +311,56 @@ def test_a_batch_holds_the_sum_of_its_requests_at_batch_rates() -> None:
     assert est.cost_usd == one.cost_usd * 3 / 2
     unpriced = batch_estimate(CATALOG, "no-such-model", [REQUEST], batch_factor=Decimal(1))
     assert unpriced.cost_usd is None and unpriced.prompt_tokens == 100
+
+
+async def test_wait_durable_waits_for_the_rows_queued_before_it_only(
+    db: tuple[AsyncEngine, async_sessionmaker[AsyncSession]], tmp_path: Path
+) -> None:
+    engine, sm = db
+    async with sm() as session:
+        tenant = await queries.create_tenant(session, "durable")
+        await session.commit()
+
+    def event() -> LedgerEvent:
+        return LedgerEvent(
+            tenant_id=tenant.id, key_id=None, model="gemini-2.5-flash", operation="x",
+            route="reconciler", streamed=False, status=200, latency_ms=0.0,
+        )  # fmt: skip
+
+    writer = LedgerWriter(engine, flush_interval=30)  # only a waiter makes it write early
+    writer.start()
+    try:
+        for _ in range(3):
+            writer.submit(event())
+        mark = writer.submitted
+        writer.submit(event())  # queued after the mark
+        assert await writer.wait_durable(mark, 5) and writer.durable >= mark == 3
+        async with engine.connect() as conn:
+            n = (await conn.execute(select(func.count()).select_from(UsageEvent))).scalar_one()
+        assert n >= 3
+    finally:
+        await writer.stop()
+    assert writer.durable == writer.submitted == 4
+
+
+async def test_wait_durable_says_no_when_nothing_can_take_the_rows(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/missing/nowhere.db")
+    writer = LedgerWriter(engine, flush_interval=0.01)  # no spool, no database
+    writer.start()
+    try:
+        writer.submit(
+            LedgerEvent(
+                tenant_id=1,
+                key_id=None,
+                model="m",
+                operation="x",
+                route="reconciler",
+                streamed=False,
+                status=200,
+                latency_ms=0.0,
+            )
+        )
+        assert not await writer.wait_durable(writer.submitted, 0.3)
+    finally:
+        await writer.stop(timeout=0.5)
+        await engine.dispose()

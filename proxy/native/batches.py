@@ -24,7 +24,7 @@ from ..db.tables import Resource
 from ..errors import BadRequest, NotFound, ProxyError, to_response
 from ..estimate import CHARS_PER_TOKEN
 from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
-from ..model_ids import ModelId, model_id
+from ..model_ids import ANY_MODEL, ModelId, model_id
 from ..pipeline import MeteredCall, meter_headers, read_whole
 from ..pricing.cost import PricedCall, price_call
 from ..quotas.estimate import Estimate, batch_estimate, batch_factor
@@ -34,7 +34,15 @@ from ..upstream import UpstreamResponse
 from ..usage import Usage
 from .relay import passthrough, version_of
 
-__all__ = ["create_batch", "free", "gemini_errors", "held_detail", "held_reply", "routes"]
+__all__ = [
+    "create_batch",
+    "free",
+    "gemini_errors",
+    "held_detail",
+    "held_reply",
+    "record",
+    "routes",
+]
 
 KIND = "batch"
 MAX_PAGE = 100
@@ -148,12 +156,7 @@ async def create_batch(request: Request, model: ModelId, method: str) -> Respons
         "tenant": caller.tenant_name, "requests": count,
         "input": "file" if isinstance(source, str) else "inline",
     } | held_detail(estimate)  # fmt: skip
-    try:
-        await svc.owners.add(name, KIND, caller, model=model.name, state=_state(op), detail=detail)
-    except ProxyError:
-        # Made upstream but not recorded: nobody could reconcile it. Cancel it, then refuse.
-        await _cancel_quietly(call, version, name)
-        raise
+    await record(svc, call, version, name, KIND, model, state=_state(op), detail=detail)
     call.meter.detail = {"requests": count}
     return held_reply(svc, call, reply, content, estimate)
 
@@ -172,12 +175,27 @@ def held_reply(
     return Response(content, status_code=200, headers=out)
 
 
-async def _cancel_quietly(call: MeteredCall, version: str, name: str) -> None:
+async def record(
+    svc: Services,
+    call: MeteredCall,
+    version: str,
+    name: str,
+    kind: str,
+    model: ModelId,
+    **fields: Any,
+) -> None:
+    """Record the batch or operation ``call`` made as its tenant's. If that fails it was made
+    upstream but nobody could ever meter it: it is cancelled, and the client refused."""
     try:
-        reply = await call.send("POST", f"/{version}/{name}:cancel")
-        await reply.aclose()
-    except ProxyError:
-        pass
+        await svc.owners.add(name, kind, call.meter.caller, model=model.name, **fields)
+    except ProxyError as exc:
+        try:
+            reply = await call.send("POST", f"/{version}/{name}:cancel", content=b"{}")
+            await reply.aclose()
+        except ProxyError:
+            pass
+        call.close(exc.status_code, error_class="resource_not_recorded")
+        raise
 
 
 def held_detail(estimate: Estimate) -> dict[str, Any]:
@@ -258,9 +276,7 @@ async def list_batches(request: Request) -> Response:
     svc, caller = await authenticate(request)
     size = _page_size(request.query_params.get("pageSize"))
     page = await svc.owners.page(caller, KIND, size, request.query_params.get("pageToken"))
-    call = svc.pipeline.open(
-        caller, route="native", operation="batches.list", model=model_id("batches")
-    )
+    call = svc.pipeline.open(caller, route="native", operation="batches.list", model=ANY_MODEL)
     try:
         replies = await asyncio.gather(
             *(call.send("GET", f"/{version}/{row.name}") for row in page.rows)

@@ -26,7 +26,7 @@ from ..pricing.media import image_count, price_images, price_video
 from ..quotas.estimate import Estimate
 from ..services import Services, authenticate
 from ..sse import parse_event
-from .batches import gemini_errors, held_detail, held_reply
+from .batches import gemini_errors, held_detail, held_reply, record
 from .relay import passthrough, version_of
 
 __all__ = ["imagen_price", "predict", "predict_long_running", "routes", "video_request"]
@@ -130,7 +130,7 @@ async def predict_long_running(request: Request, model: ModelId, method: str) ->
         raise ProxyError("The Gemini API answered a video without an operation.", status_code=502)
     call.meter.resource = name
     detail = {"tenant": caller.tenant_name, **video, **held_detail(estimate)}
-    await svc.owners.add(name, "operation", caller, model=model.name, detail=detail)
+    await record(svc, call, version, name, "operation", model, detail=detail)
     call.meter.detail = {
         "videos": video["sampleCount"],
         "durationSeconds": video["durationSeconds"],

@@ -166,7 +166,9 @@ class ResourceMeter:
             self._video(caller, row, model, op)
         else:
             await self._batch(caller, row, model, op)
-        return await self.pipeline.ledger.flush(self.flush_timeout)
+        ledger = self.pipeline.ledger
+        # The rows just closed are queued (close submits synchronously): wait for them only.
+        return await ledger.wait_durable(ledger.submitted, self.flush_timeout)
 
     def _count(self, row: Resource, result: CallResult) -> None:
         caller, model, cost, tokens = self._used[row.name]
