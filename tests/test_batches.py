@@ -5,6 +5,7 @@ one PostgreSQL, and after a crash between the rows and the mark), budgets held a
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -292,3 +293,32 @@ def test_a_batch_holds_its_worst_case_until_metered_then_its_real_cost(
     real = sum((r["cost_usd"] for r in rows), Decimal(0))
     assert 0 < real < held
     assert wait_for(lambda: budget_used(fast_proxy) == real)  # corrected to what it cost
+
+
+def test_an_embeddings_batch_is_metered_per_response_from_its_token_counts(
+    fast_proxy: RunningProxy, client: genai.Client
+) -> None:
+    fast_proxy.fake.resources.batches.polls_per_state = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # create_embeddings is marked experimental
+        job = client.batches.create_embeddings(
+            model="gemini-embedding-001",
+            src={"inlined_requests": {"contents": ["short", "a longer text"]}},
+        )
+    assert job.name
+    fast_proxy.fake.resources.batches.finish(job.name)
+
+    def rows() -> list[dict[str, Any]]:
+        found = [r for r in fast_proxy.rows(0) if r["operation"] == "asyncBatchEmbedContent"]
+        return found if len(found) == 2 else []
+
+    got = sorted(wait_for(rows), key=lambda r: r["detail"]["index"])
+    assert [r["prompt_tokens"] for r in got] == [2, 4] and all(r["priced"] for r in got)
+    expected = [
+        price_call(
+            CATALOG, "gemini-embedding-001", Usage(prompt_tokens=n), status=200, at=None,
+            batch=True,
+        ).cost
+        for n in (2, 4)
+    ]  # fmt: skip
+    assert [r["cost_usd"] for r in got] == expected

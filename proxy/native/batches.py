@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 KIND = "batch"
+EMBED_METHOD = "asyncBatchEmbedContent"
+EMBED_REQUEST = "embedContent"  # what each request of an embeddings batch is
 MAX_PAGE = 100
 DEFAULT_PAGE = 10
 _NAME_ID = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -102,7 +104,11 @@ def batch_name(raw: str) -> str:
 
 
 async def _worst_case(
-    svc: Services, caller: Caller, model: ModelId, source: list[Mapping[str, Any]] | str
+    svc: Services,
+    caller: Caller,
+    model: ModelId,
+    source: list[Mapping[str, Any]] | str,
+    operation: str,
 ) -> tuple[Estimate, int | None]:
     """The batch's worst case at batch rates, and its request count (None: in a file).
 
@@ -111,7 +117,10 @@ async def _worst_case(
     not a bound, corrected when the batch is metered (docs/quotas.md)."""
     if not isinstance(source, str):
         factor = batch_factor(svc.catalog, model.name)
-        return batch_estimate(svc.catalog, model.name, source, batch_factor=factor), len(source)
+        est = batch_estimate(
+            svc.catalog, model.name, source, batch_factor=factor, operation=operation
+        )
+        return est, len(source)
     row = await svc.owners.get(source, caller, kind="file")
     if row is None:
         raise NotFound(f"File {source} not found.")
@@ -119,13 +128,15 @@ async def _worst_case(
     size = detail.get("sizeBytes", detail.get("bytes"))
     size = int(size) if isinstance(size, int | str) and str(size).isdigit() else 0
     tokens = -(-size // CHARS_PER_TOKEN)
-    usage = Usage(prompt_tokens=tokens, output_tokens=tokens)
+    out = 0 if operation == EMBED_REQUEST else tokens
+    usage = Usage(prompt_tokens=tokens, output_tokens=out)
     cost = price_call(svc.catalog, model.name, usage, status=200, at=None, batch=True).cost
-    return Estimate(tokens, 0, tokens, cost), None
+    return Estimate(tokens, 0, out, cost), None
 
 
 async def create_batch(request: Request, model: ModelId, method: str) -> Response:
-    """``POST models/{m}:batchGenerateContent``: the tenant's batch, its worst case held."""
+    """``POST models/{m}:batchGenerateContent`` (or ``:asyncBatchEmbedContent``): the tenant's
+    batch, its worst case held."""
     version = version_of(request)
     svc, caller = await authenticate(request)
     body = await read_body(request, svc.settings.max_body_bytes)
@@ -134,7 +145,8 @@ async def create_batch(request: Request, model: ModelId, method: str) -> Respons
     if not isinstance(batch, Mapping):
         raise BadRequest("The request needs a batch object.")
     source = inline_requests(batch)
-    estimate, count = await _worst_case(svc, caller, model, source)
+    each = EMBED_REQUEST if method == EMBED_METHOD else "generateContent"
+    estimate, count = await _worst_case(svc, caller, model, source, each)
     call = await svc.pipeline.admit(
         caller, route="native", operation="batches.create", model=model, request=payload,
         estimate=estimate,
@@ -153,7 +165,7 @@ async def create_batch(request: Request, model: ModelId, method: str) -> Respons
         raise ProxyError("The Gemini API answered a batch without a name.", status_code=502)
     call.meter.resource = name
     detail = {
-        "tenant": caller.tenant_name, "requests": count,
+        "tenant": caller.tenant_name, "method": method, "requests": count,
         "input": "file" if isinstance(source, str) else "inline",
     } | held_detail(estimate)  # fmt: skip
     await record(svc, call, version, name, KIND, model, state=_state(op), detail=detail)

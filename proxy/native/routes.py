@@ -34,6 +34,7 @@ METHODS = frozenset(
 # Model methods that make a stored resource or are priced per item: batches.py, media.py.
 RESOURCE_METHODS = {
     "batchGenerateContent": batches.create_batch,
+    "asyncBatchEmbedContent": batches.create_batch,
     "predict": media.predict,
     "predictLongRunning": media.predict_long_running,
 }

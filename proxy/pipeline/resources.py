@@ -29,10 +29,12 @@ from ..quotas.estimate import Estimate
 from ..redact import scrub_bytes
 from ..sse import parse_event
 from ..upstream import Upstream
+from ..usage import Usage
 from .call import CallResult, Pipeline
 
 __all__ = [
     "BATCH_OPERATION",
+    "EMBED_OPERATION",
     "VIDEO_OPERATION",
     "ResourceMeter",
     "batch_results",
@@ -44,6 +46,7 @@ __all__ = [
 log = logging.getLogger("gemini_meter.reconciler")
 
 BATCH_OPERATION = "batchGenerateContent"
+EMBED_OPERATION = "asyncBatchEmbedContent"
 VIDEO_OPERATION = "predictLongRunning"
 ROUTE = "reconciler"
 MAX_LINE = 64 * 1024 * 1024  # one response of a results file; a longer line is an error row
@@ -71,6 +74,10 @@ def http_status_of(error: Any) -> int:
     return _RPC_HTTP.get(_RPC_NAMES.get(status, 2), 500) if isinstance(status, str) else 500
 
 
+# Where inline results are: Google's wire name, and the name google-genai gives embeddings'.
+_INLINED = frozenset({"inlinedResponses", "inlinedEmbedContentResponses"})
+
+
 def batch_results(op: Mapping[str, Any]) -> list[Any] | str | None:
     """A finished batch's inline results (a list), its results file's name, or None."""
     output = None
@@ -78,7 +85,7 @@ def batch_results(op: Mapping[str, Any]) -> list[Any] | str | None:
     meta = op.get("metadata")
     for holder in (response, meta.get("output") if isinstance(meta, Mapping) else None):
         if isinstance(holder, Mapping) and (
-            "inlinedResponses" in holder or "responsesFile" in holder
+            _INLINED.intersection(holder) or "responsesFile" in holder
         ):
             output = holder
             break
@@ -87,7 +94,7 @@ def batch_results(op: Mapping[str, Any]) -> list[Any] | str | None:
     file = output.get("responsesFile")
     if isinstance(file, str) and file.startswith("files/"):
         return file
-    inlined = output.get("inlinedResponses")
+    inlined = next((output[k] for k in _INLINED if k in output), None)
     inner = inlined.get("inlinedResponses") if isinstance(inlined, Mapping) else inlined
     return inner if isinstance(inner, list) else None
 
@@ -223,7 +230,9 @@ class ResourceMeter:
         self, caller: Caller, row: Resource, model: ModelId, index: int, item: Any
     ) -> None:
         pipe = self.pipeline
-        call = pipe.open(caller, route=ROUTE, operation=BATCH_OPERATION, model=model)
+        embed = (row.detail or {}).get("method") == EMBED_OPERATION
+        operation = EMBED_OPERATION if embed else BATCH_OPERATION
+        call = pipe.open(caller, route=ROUTE, operation=operation, model=model)
         meter = call.meter
         meter.resource = row.name
         meter.event_id = derived_event_id(row.name, index)
@@ -237,7 +246,10 @@ class ResourceMeter:
             status = http_status_of(item.get("error"))
             self._count(row, call.close(status, error_class="batch_request_failed"))
             return
-        meter.observe(response)
+        if embed:  # an embedding's response counts its tokens as tokenCount, no usageMetadata
+            meter.observe_usage(Usage(prompt_tokens=_int(response.get("tokenCount"))))
+        else:
+            meter.observe(response)
         usage = meter.usage
         assert usage is not None
         priced = price_call(pipe.catalog, model.name, usage, status=200, at=None, batch=True)
@@ -264,6 +276,14 @@ class ResourceMeter:
         audio = bool(detail.get("audio", True))
         priced = price_video(pipe.catalog, model.name, seconds, audio=audio)
         self._count(row, call.close(200, priced=priced))
+
+
+def _int(value: Any) -> int:
+    """An int64 as Google writes it (a string), or 0."""
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _model(row: Resource) -> ModelId:

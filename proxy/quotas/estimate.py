@@ -236,14 +236,20 @@ def estimate_call(
 
 
 def batch_estimate(
-    catalog: Catalog, model: str, requests: list[Mapping[str, Any]], *, batch_factor: Decimal
+    catalog: Catalog,
+    model: str,
+    requests: list[Mapping[str, Any]],
+    *,
+    batch_factor: Decimal,
+    operation: str = "generateContent",
 ) -> Estimate:
     """A batch's worst case: its requests' worst cases added up, the cost at batch rates
-    (``batch_factor``: the batch price over the standard one, :func:`batch_factor`)."""
+    (``batch_factor``: the batch price over the standard one, :func:`batch_factor`);
+    ``operation`` of each request (``embedContent``: no output)."""
     prompt = audio = out = 0
     cost: Decimal | None = Decimal(0)
     for body in requests:
-        e = estimate_call(catalog, model, body)
+        e = estimate_call(catalog, model, body, operation)
         prompt, audio = prompt + e.prompt_tokens, audio + e.audio_tokens
         out += e.max_output_tokens
         cost = None if cost is None or e.cost_usd is None else cost + e.cost_usd
