@@ -195,11 +195,18 @@ def test_results_in_a_file_are_metered_per_line(
 
     job = client.batches.create(model=MODEL, src=source.name)
     assert job.name
+    own = resource(fast_proxy.settings.database_url, job.name)
+    assert own is not None
     fake.resources.batches.finish(job.name)
     rows = metered_rows(fast_proxy, job.name, 3)
     assert [r["detail"].get("key") for r in rows] == ["a", None, "c"]
     assert [r["status"] for r in rows] == [200, 400, 200]
     assert rows[1]["cost_usd"] == 0 and rows[0]["cost_usd"] > 0 and rows[2]["cost_usd"] > 0
+    done = client.batches.get(name=job.name)  # the results file becomes the tenant's
+    assert done.dest and done.dest.file_name
+    results = resource(fast_proxy.settings.database_url, done.dest.file_name)
+    assert results is not None and results.kind == "file" and results.tenant_id == own.tenant_id
+    assert results.detail == {"madeFor": job.name}
 
 
 def test_another_tenant_sees_no_batch_of_ours(

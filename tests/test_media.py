@@ -14,11 +14,13 @@ import httpx
 import openai
 import pytest
 
+from proxy.db.engine import make_engine, make_sessionmaker
+from proxy.db.tables import Resource
 from proxy.pricing.catalog import Catalog
 from proxy.pricing.cost import price_call
 from proxy.pricing.media import image_count, price_images, price_video
 from proxy.usage import Usage
-from tests.conftest import RunningProxy
+from tests.conftest import RunningProxy, run_sync
 from tests.fakes.gemini import JsonReply, text_response
 
 GEMINI = Catalog.load("gemini-api")
@@ -167,9 +169,26 @@ def test_veo_is_metered_once_when_done_and_its_operation_is_the_tenants(
     assert len(created) == 1 and created[0]["cost_usd"] == 0 and created[0]["resource"] == name
     [row] = rows
     assert row["resource"] == name and row["detail"] == {"videos": 1, "videoSeconds": 6}
+    [video] = done["response"]["generateVideoResponse"]["generatedSamples"]
+    file = "files/" + video["video"]["uri"].split("/files/")[1].split(":")[0]
+    assert [r["resource"] for r in proxy.rows(0) if r["operation"] == "videos.create"] == [name]
+    assert file_owner(proxy, file) == file_owner(proxy, name) is not None  # the tenant's file
     assert row["cost_usd"] == Decimal("2.1") and row["route"] == "reconciler"  # 6 s x $0.35
     time.sleep(0.3)
     assert len([r for r in proxy.rows(0) if r["operation"] == "predictLongRunning"]) == 1
+
+
+def file_owner(proxy: RunningProxy, name: str) -> int | None:
+    async def get() -> int | None:
+        engine = make_engine(proxy.settings.database_url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                row = await session.get(Resource, name)
+                return None if row is None else row.tenant_id
+        finally:
+            await engine.dispose()
+
+    return run_sync(get)
 
 
 def test_a_failed_video_costs_nothing(

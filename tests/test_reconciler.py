@@ -25,7 +25,13 @@ from proxy.db.tables import Resource, UsageEvent, UsageRollup
 from proxy.metering.ledger import LedgerWriter
 from proxy.metering.ledger_event import LedgerEvent, derived_event_id, is_derived_id, new_event_id
 from proxy.metering.spool import Spool
-from proxy.pipeline.resources import _lines, batch_results, http_status_of, video_result
+from proxy.pipeline.resources import (
+    _lines,
+    batch_results,
+    generated_files,
+    http_status_of,
+    video_result,
+)
 from proxy.pricing.catalog import Catalog
 from proxy.quotas.estimate import batch_estimate, batch_factor, estimate_call
 from proxy.resources import Owners
@@ -127,13 +133,32 @@ async def test_a_batch_is_polled_until_done_then_metered_once(
     assert await r2.tick() == 0 and up.polls == [name]  # r1 keeps it until its next poll
     async with sm() as session:
         row = await session.get(Resource, name)
-        assert row is not None and row.state == "RUNNING" and row.claimed_by == "r1"
+        # Its next poll is scheduled; nobody meters it meanwhile, so a client's poll may.
+        assert row is not None and row.state == "RUNNING" and row.claimed_by is None
+        assert row.claimed_until is not None
     up.done.add(name)
     clock.now += timedelta(seconds=31)
     assert await r2.tick() == 1 and up.metered == [name]
     clock.now += timedelta(hours=1)
     assert await r1.tick() == 0 and await r2.tick() == 0 and up.metered == [name]
     assert not await r1.reconcile(name)  # a client's poll meters nothing more either
+    async with sm() as session:
+        row = await session.get(Resource, name)
+        assert row is not None and row.metered_at is not None and row.state == "DONE"
+
+
+async def test_a_clients_poll_need_not_wait_for_the_next_round(
+    db: tuple[AsyncEngine, async_sessionmaker[AsyncSession]],
+) -> None:
+    _, sm = db
+    [name] = await add_batches(sm, 1)
+    up, clock = Upstream(), Clock()
+    loop, client = replica(sm, up, clock, "r1"), replica(sm, up, clock, "r2")
+    assert await loop.tick() == 0  # not done: next poll in 30 s
+    up.done.add(name)
+    assert await loop.tick() == 0 and up.metered == []  # the loop keeps to its schedule
+    assert await client.reconcile(name) and up.metered == [name]  # a poll meters it now
+    assert not await loop.reconcile(name) and up.metered == [name]
     async with sm() as session:
         row = await session.get(Resource, name)
         assert row is not None and row.metered_at is not None and row.state == "DONE"
@@ -344,7 +369,7 @@ async def test_wait_durable_waits_for_the_rows_queued_before_it_only(
 
 
 async def test_wait_durable_says_no_when_nothing_can_take_the_rows(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/missing/nowhere.db")
+    engine = make_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none")  # nothing listens
     writer = LedgerWriter(engine, flush_interval=0.01)  # no spool, no database
     writer.start()
     try:
@@ -364,3 +389,26 @@ async def test_wait_durable_says_no_when_nothing_can_take_the_rows(tmp_path: Pat
     finally:
         await writer.stop(timeout=0.5)
         await engine.dispose()
+
+
+VEO_URI = "https://generativelanguage.googleapis.com/v1beta/files/{}:download?alt=media"
+
+
+@pytest.mark.parametrize(
+    ("op", "files"),
+    [
+        ({"response": {"responsesFile": "files/out"}}, ["files/out"]),
+        ({"response": {"inlinedResponses": {"inlinedResponses": INLINE}}}, []),
+        (
+            {"response": {"generateVideoResponse": {"generatedSamples": [
+                {"video": {"uri": VEO_URI.format("abc123")}},
+                {"video": {"uri": "https://elsewhere.example/v1beta/files/x9:download"}},
+                {"video": {"uri": "https://x/none"}}, {"video": {}}, "junk",
+            ]}}},
+            ["files/abc123", "files/x9"],
+        ),
+        ({"done": True, "error": {"code": 3}}, []),
+    ],
+)  # fmt: skip
+def test_generated_files(op: dict[str, Any], files: list[str]) -> None:
+    assert generated_files(op) == files

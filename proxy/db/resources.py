@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..caller import Caller
@@ -14,6 +15,7 @@ from .tables import Resource
 __all__ = [
     "METERED_KINDS",
     "add_resource",
+    "adopt_resource",
     "claim_due",
     "claim_one",
     "count_unmetered",
@@ -43,6 +45,21 @@ async def add_resource(
     session.add(row)
     await session.flush()
     return row
+
+
+async def adopt_resource(
+    session: AsyncSession, name: str, kind: str, caller: Caller, **fields: Any
+) -> None:
+    """Record ``name`` as the caller's tenant's unless it is recorded already (whoever's): for
+    resources Google made on a tenant's behalf (a batch's results file, a video), which the
+    tenant may see once more every time it polls."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values = {
+        "name": name, "kind": kind, "tenant_id": caller.tenant_id, "key_id": caller.key_id,
+        "created_at": datetime.now(UTC), **fields,
+    }  # fmt: skip
+    await session.execute(insert(Resource).values(**values).on_conflict_do_nothing())
 
 
 async def owned_resource(
@@ -92,12 +109,13 @@ async def delete_resource(session: AsyncSession, name: str, at: datetime | None 
 METERED_KINDS = ("batch", "operation")
 
 
-def _claimable(now: datetime) -> Any:
-    return (
-        Resource.kind.in_(METERED_KINDS)
-        & Resource.metered_at.is_(None)
-        & or_(Resource.claimed_until.is_(None), Resource.claimed_until < now)
-    )
+def _claimable(now: datetime, *, now_due: bool = False) -> Any:
+    """Unmetered, and its claim lapsed. ``now_due``: also one only waiting for its next poll
+    (``claimed_by`` empty: nobody is metering it), which a client's poll may take at once."""
+    lapsed = or_(Resource.claimed_until.is_(None), Resource.claimed_until < now)
+    if now_due:
+        lapsed = or_(lapsed, Resource.claimed_by.is_(None))
+    return Resource.kind.in_(METERED_KINDS) & Resource.metered_at.is_(None) & lapsed
 
 
 async def claim_due(
@@ -124,7 +142,7 @@ async def claim_due(
                 r.claimed_by, r.claimed_until = holder, until
         return rows
     names = list((await session.execute(query.with_only_columns(Resource.name))).scalars())
-    won = [n for n in names if await claim_one(session, n, holder, lease=lease, now=now)]
+    won = [n for n in names if await claim_one(session, n, holder, lease=lease, now=now, due=True)]
     if not won:
         return []
     query = select(Resource).where(Resource.name.in_(won)).order_by(Resource.created_at)
@@ -132,13 +150,20 @@ async def claim_due(
 
 
 async def claim_one(
-    session: AsyncSession, name: str, holder: str, *, lease: timedelta, now: datetime
+    session: AsyncSession,
+    name: str,
+    holder: str,
+    *,
+    lease: timedelta,
+    now: datetime,
+    due: bool = False,
 ) -> bool:
-    """Claim one resource if it is unmetered and nobody holds it: one conditional UPDATE, so
-    of two replicas (or a client's poll and the background loop) only one wins."""
+    """Claim one resource if it is unmetered and nobody is metering it — ``due``: and its next
+    poll is due (the background loop's schedule) — in one conditional UPDATE, so of two
+    replicas (or a client's poll and the background loop) only one wins."""
     result = await session.execute(
         update(Resource)
-        .where(Resource.name == name, _claimable(now))
+        .where(Resource.name == name, _claimable(now, now_due=not due))
         .values(claimed_by=holder, claimed_until=now + lease)
         .execution_options(synchronize_session=False)
     )

@@ -10,6 +10,7 @@ gets its own row at the batch rates when the batch ends (proxy/pipeline/resource
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -26,6 +27,7 @@ from ..estimate import CHARS_PER_TOKEN
 from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
 from ..model_ids import ANY_MODEL, ModelId, model_id
 from ..pipeline import MeteredCall, meter_headers, read_whole
+from ..pipeline.resources import generated_files
 from ..pricing.cost import PricedCall, price_call
 from ..quotas.estimate import Estimate, batch_estimate, batch_factor
 from ..services import Services, authenticate
@@ -35,6 +37,7 @@ from ..usage import Usage
 from .relay import passthrough, version_of
 
 __all__ = [
+    "after_poll",
     "create_batch",
     "free",
     "gemini_errors",
@@ -43,6 +46,8 @@ __all__ = [
     "record",
     "routes",
 ]
+
+log = logging.getLogger("gemini_meter.resources")
 
 KIND = "batch"
 EMBED_METHOD = "asyncBatchEmbedContent"
@@ -234,6 +239,22 @@ async def _owned(svc: Services, caller: Caller, name: str) -> Resource:
     return row
 
 
+async def after_poll(svc: Services, caller: Caller, row: Resource, op: Mapping[str, Any]) -> None:
+    """A batch or video the tenant polled: the files Google made for it become the tenant's
+    (so it can download them through the proxy), and a finished one not yet metered is
+    metered now, in the background."""
+    if op.get("done") is not True:
+        return
+    files = generated_files(op)
+    if files:
+        try:
+            await svc.owners.adopt(files, "file", caller, detail={"madeFor": row.name})
+        except ProxyError:  # the next poll tries again; the reply need not fail for it
+            log.warning("could not record the files of %s as its tenant's", row.name)
+    if row.metered_at is None:
+        svc.reconciler.kick(row.name)
+
+
 def _model(row: Resource) -> ModelId:
     return model_id(row.model or "unknown", prefixed=True)
 
@@ -256,10 +277,9 @@ async def batch(request: Request) -> Response:
         call.meter.resource = name
         reply = await call.send("GET", f"/{version}/{name}")
         response = await passthrough(call, reply)
-        if reply.status_code == 200 and row.metered_at is None:
-            op = parse_event(reply.content)
-            if op is not None and op.get("done") is True:
-                svc.reconciler.kick(name)  # metered now, in the background, by the same code
+        op = parse_event(reply.content) if reply.status_code == 200 else None
+        if op is not None:
+            await after_poll(svc, caller, row, op)
         return response
     if method == "POST":
         call = svc.pipeline.open(caller, route="native", operation="batches.cancel", model=model)
@@ -267,7 +287,12 @@ async def batch(request: Request) -> Response:
         reply = await call.send("POST", f"/{version}/{name}:cancel", content=b"{}")
         return await passthrough(call, reply)
     if row.metered_at is None and not await svc.reconciler.reconcile(name):
-        # Once deleted upstream its results are gone: it must be metered first.
+        # Once deleted upstream its results are gone: it must be metered first (here, or by
+        # another replica meanwhile).
+        now = await svc.owners.get(name, caller, kind=KIND)
+        if now is not None and now.metered_at is not None:
+            row = now
+    if row.metered_at is None:
         raise BadRequest(
             f"Batch {name} has not ended or its results are not metered yet: cancel it (or "
             "wait for it to end), then delete it.",
@@ -297,11 +322,12 @@ async def list_batches(request: Request) -> Response:
         call.close(exc.status_code, error_class=type(exc).__name__)
         raise
     ops = []
-    for reply in replies:
+    for row, reply in zip(page.rows, replies, strict=True):
         content = await read_whole(reply)
         op = parse_event(content) if reply.status_code == 200 else None
         if op is not None:
             ops.append(op)
+            await after_poll(svc, caller, row, op)
     body: dict[str, Any] = {"operations": ops}
     if page.next_token:
         body["nextPageToken"] = page.next_token

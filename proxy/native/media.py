@@ -26,7 +26,7 @@ from ..pricing.media import image_count, price_images, price_video
 from ..quotas.estimate import Estimate
 from ..services import Services, authenticate
 from ..sse import parse_event
-from .batches import gemini_errors, held_detail, held_reply, record
+from .batches import after_poll, gemini_errors, held_detail, held_reply, record
 from .relay import passthrough, version_of
 
 __all__ = ["imagen_price", "predict", "predict_long_running", "routes", "video_request"]
@@ -153,10 +153,9 @@ async def get_operation(request: Request) -> Response:
     call.meter.resource = name
     reply = await call.send("GET", f"/{version}/{name}")
     response = await passthrough(call, reply)
-    if reply.status_code == 200 and row.metered_at is None:
-        op = parse_event(reply.content)
-        if op is not None and op.get("done") is True:
-            svc.reconciler.kick(name)
+    op = parse_event(reply.content) if reply.status_code == 200 else None
+    if op is not None:
+        await after_poll(svc, caller, row, op)
     return response
 
 

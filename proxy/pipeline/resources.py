@@ -11,6 +11,7 @@ response's index, so metering the same resource twice writes its rows once. Resu
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -39,6 +40,7 @@ __all__ = [
     "ResourceMeter",
     "batch_results",
     "file_lines",
+    "generated_files",
     "http_status_of",
     "video_result",
 ]
@@ -97,6 +99,28 @@ def batch_results(op: Mapping[str, Any]) -> list[Any] | str | None:
     inlined = next((output[k] for k in _INLINED if k in output), None)
     inner = inlined.get("inlinedResponses") if isinstance(inlined, Mapping) else inlined
     return inner if isinstance(inner, list) else None
+
+
+_FILE_IN_URI = re.compile(r"/files/([a-z0-9][a-z0-9-]{0,62})(?=[:/?]|$)")
+
+
+def generated_files(op: Mapping[str, Any]) -> list[str]:
+    """The files Google made for a finished batch (its results file) or video (each video's
+    ``uri`` names one), as ``files/<id>``."""
+    results = batch_results(op)
+    if isinstance(results, str):
+        return [results]
+    response = op.get("response")
+    gen = response.get("generateVideoResponse") if isinstance(response, Mapping) else None
+    samples = gen.get("generatedSamples") if isinstance(gen, Mapping) else None
+    found = []
+    for sample in samples if isinstance(samples, list) else ():
+        video = sample.get("video") if isinstance(sample, Mapping) else None
+        uri = video.get("uri") if isinstance(video, Mapping) else None
+        m = _FILE_IN_URI.search(uri) if isinstance(uri, str) else None
+        if m:
+            found.append(f"files/{m[1]}")
+    return found
 
 
 def video_result(op: Mapping[str, Any]) -> int:

@@ -81,6 +81,7 @@ class Reconciler:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._task: asyncio.Task[None] | None = None
         self._kicked: set[asyncio.Task[bool]] = set()
+        self._running: dict[str, asyncio.Task[bool]] = {}  # kicked, by name
         self.metered = 0  # resources this replica metered (for tests and logs)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -129,12 +130,23 @@ class Reconciler:
     def kick(self, name: str) -> None:
         """Meter ``name`` now if it is done and nobody holds it (a client polled it): in the
         background, so the client's reply never waits on it."""
-        task = asyncio.create_task(self.reconcile(name), name="reconcile-one")
+        if name in self._running:
+            return
+        task = asyncio.create_task(self._reconcile(name), name="reconcile-one")
+        self._running[name] = task
         self._kicked.add(task)
         task.add_done_callback(self._kicked.discard)
+        task.add_done_callback(lambda _: self._running.pop(name, None))
 
     async def reconcile(self, name: str) -> bool:
-        """Claim one resource and meter it if done; False if claimed elsewhere or not done."""
+        """Claim one resource and meter it if done; False if claimed elsewhere or not done.
+        If this replica is metering it already (a client's poll kicked it), wait for that."""
+        running = self._running.get(name)
+        if running is not None:
+            return await asyncio.shield(running)
+        return await self._reconcile(name)
+
+    async def _reconcile(self, name: str) -> bool:
         now = self._clock()
 
         async def claim(session: AsyncSession) -> Resource | None:
@@ -187,8 +199,10 @@ class Reconciler:
         return False
 
     async def _later(self, name: str, state: str | None) -> None:
-        """Keep the claim until the next poll is due (and remember the state seen)."""
-        values: dict[str, Any] = {"claimed_until": self._clock() + self._repoll}
+        """Schedule the next poll (and remember the state seen): ``claimed_until`` keeps other
+        replicas' loops away until then; ``claimed_by`` is cleared, so a client's poll may
+        meter it sooner."""
+        values: dict[str, Any] = {"claimed_until": self._clock() + self._repoll, "claimed_by": None}
         if state is not None:
             values["state"] = state
 
