@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from google import genai
+from google.genai import types as genai_types
 
 from proxy.db.engine import make_engine, make_sessionmaker
 from proxy.db.tables import Resource
@@ -165,6 +167,11 @@ def test_veo_is_metered_once_when_done_and_its_operation_is_the_tenants(
         rows = wait_rows(proxy, lambda r: r["operation"] == "predictLongRunning")
         done = http.get(f"/v1beta/{name}").json()
         assert done["done"] is True
+    options = genai_types.HttpOptions(base_url=proxy.url)  # google-genai polls it under /v1
+    with genai.Client(api_key=proxy.key, http_options=options) as sdk:
+        op = sdk.operations.get(genai_types.GenerateVideosOperation(name=name))
+        assert op.done and op.result and op.result.generated_videos
+        assert len(op.result.generated_videos) == 1
     created = [r for r in proxy.rows(0) if r["operation"] == "videos.create"]
     assert len(created) == 1 and created[0]["cost_usd"] == 0 and created[0]["resource"] == name
     [row] = rows
