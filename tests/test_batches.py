@@ -162,10 +162,12 @@ def test_inline_batch_is_metered_once_per_response_at_batch_rates(
 
 
 def test_a_crash_between_the_rows_and_the_mark_doubles_nothing(
-    fast_proxy: RunningProxy, client: genai.Client
+    start_proxy: Callable[..., RunningProxy], db_url: str
 ) -> None:
+    fast_proxy = start_proxy(db_url, **FAST)
     fast_proxy.fake.resources.batches.polls_per_state = 0  # done at the first poll
-    job = client.batches.create(model=MODEL, src=REQUESTS)
+    with sdk(fast_proxy) as client:
+        job = client.batches.create(model=MODEL, src=REQUESTS)
     assert job.name
     first = metered_rows(fast_proxy, job.name, 2)
     url = fast_proxy.settings.database_url
@@ -329,3 +331,14 @@ def test_an_embeddings_batch_is_metered_per_response_from_its_token_counts(
         for n in (2, 4)
     ]  # fmt: skip
     assert [r["cost_usd"] for r in got] == expected
+
+
+def test_an_unknown_models_batch_is_unpriced_never_zero(
+    fast_proxy: RunningProxy, client: genai.Client
+) -> None:
+    fast_proxy.fake.resources.batches.polls_per_state = 0
+    job = client.batches.create(model="gemini-9-unreleased", src=REQUESTS[:1])
+    assert job.name
+    [row] = metered_rows(fast_proxy, job.name, 1)
+    assert row["status"] == 200 and not row["priced"] and row["cost_usd"] is None
+    assert row["prompt_tokens"] > 0
