@@ -133,13 +133,12 @@ async def claim_due(
     if session.get_bind().dialect.name == "postgresql":
         rows = list((await session.execute(query.with_for_update(skip_locked=True))).scalars())
         if rows:
+            # (An ORM update: the rows loaded above get the new values too.)
             await session.execute(
                 update(Resource)
                 .where(Resource.name.in_([r.name for r in rows]))
                 .values(claimed_by=holder, claimed_until=until)
             )
-            for r in rows:
-                r.claimed_by, r.claimed_until = holder, until
         return rows
     names = list((await session.execute(query.with_only_columns(Resource.name))).scalars())
     won = [n for n in names if await claim_one(session, n, holder, lease=lease, now=now, due=True)]

@@ -51,6 +51,7 @@ BATCH_OPERATION = "batchGenerateContent"
 EMBED_OPERATION = "asyncBatchEmbedContent"
 VIDEO_OPERATION = "predictLongRunning"
 ROUTE = "reconciler"
+GONE = "x-gone"  # marks the poll of a resource the upstream no longer has
 MAX_LINE = 64 * 1024 * 1024  # one response of a results file; a longer line is an error row
 # google.rpc.Code (numeric, or its name) -> the HTTP status Google maps it to.
 _RPC_HTTP = {
@@ -171,8 +172,9 @@ class ResourceMeter:
     pipeline: Pipeline
     flush_timeout: float = 10.0
     # name -> (caller, model, cost, tokens) of a resource being metered: the real use that
-    # replaces its held worst case once it is marked metered (settled).
-    _used: dict[str, tuple[Caller, ModelId, Decimal, int]] = field(default_factory=dict)
+    # replaces its held worst case once it is marked metered (settled). Cost None: some of it
+    # could not be priced (or the resource vanished): the worst case stays counted.
+    _used: dict[str, tuple[Caller, ModelId, Decimal | None, int]] = field(default_factory=dict)
 
     async def poll(self, row: Resource) -> Mapping[str, Any] | None:
         """The upstream's view of the resource; a 404 reads as done with nothing to meter."""
@@ -184,7 +186,7 @@ class ResourceMeter:
         response = reply.response
         if response.status_code == 404:
             log.warning("%s is gone upstream: nothing to meter", row.name)
-            return {"name": row.name, "done": True, "error": {"code": 404}}
+            return {"name": row.name, "done": True, "error": {"code": 404}, GONE: True}
         if response.status_code != 200:
             return None
         return parse_event(scrub_bytes(response.content))
@@ -192,8 +194,10 @@ class ResourceMeter:
     async def meter(self, row: Resource, op: Mapping[str, Any]) -> bool:
         caller = Caller(row.tenant_id, str((row.detail or {}).get("tenant", "")), row.key_id)
         model = _model(row)
-        self._used[row.name] = (caller, model, Decimal(0), 0)
-        if row.kind == "operation":
+        self._used[row.name] = (caller, model, None if op.get(GONE) else Decimal(0), 0)
+        if op.get(GONE):
+            pass  # nothing left to read: no rows (poll logged it); the worst case stays counted
+        elif row.kind == "operation":
             self._video(caller, row, model, op)
         else:
             await self._batch(caller, row, model, op)
@@ -201,11 +205,13 @@ class ResourceMeter:
         # The rows just closed are queued (close submits synchronously): wait for them only.
         return await ledger.wait_durable(ledger.submitted, self.flush_timeout)
 
-    def _count(self, row: Resource, result: CallResult) -> None:
+    def _count(self, row: Resource, result: CallResult, status: int) -> None:
         caller, model, cost, tokens = self._used[row.name]
-        self._used[row.name] = (
-            caller, model, cost + (result.cost_usd or 0), tokens + result.usage.total_tokens
-        )  # fmt: skip
+        if cost is not None:
+            # A billed row without a price (an unknown model): its cost is unknown.
+            cost = None if result.cost_usd is None and status == 200 else cost
+            cost = None if cost is None else cost + (result.cost_usd or 0)
+        self._used[row.name] = (caller, model, cost, tokens + result.usage.total_tokens)
 
     async def settled(self, row: Resource) -> None:
         """Once ``row`` is marked metered: its held worst case gives way to its real cost.
@@ -217,9 +223,10 @@ class ResourceMeter:
         quotas = self.pipeline.quotas
         detail = row.detail or {}
         held_usd, held_tokens = detail.get("heldUsd"), detail.get("heldTokens")
-        if used is None or quotas is None or held_usd is None:
+        if used is None or quotas is None or held_usd is None or used[2] is None:
             return
         caller, model, cost, tokens = used
+        assert cost is not None
         delta = cost - Decimal(str(held_usd))
         try:
             admission = await quotas.admit(
@@ -268,7 +275,7 @@ class ResourceMeter:
         response = item.get("response")
         if not isinstance(response, Mapping):
             status = http_status_of(item.get("error"))
-            self._count(row, call.close(status, error_class="batch_request_failed"))
+            self._count(row, call.close(status, error_class="batch_request_failed"), status)
             return
         if embed:  # an embedding's response counts its tokens as tokenCount, no usageMetadata
             meter.observe_usage(Usage(prompt_tokens=_int(response.get("tokenCount"))))
@@ -277,7 +284,7 @@ class ResourceMeter:
         usage = meter.usage
         assert usage is not None
         priced = price_call(pipe.catalog, model.name, usage, status=200, at=None, batch=True)
-        self._count(row, call.close(200, priced=priced))
+        self._count(row, call.close(200, priced=priced), 200)
 
     # -- videos ---------------------------------------------------------------------------
 
@@ -288,9 +295,8 @@ class ResourceMeter:
         meter.resource = row.name
         meter.event_id = derived_event_id(row.name, 0)
         if "error" in op or "response" not in op:
-            self._count(
-                row, call.close(http_status_of(op.get("error")), error_class="video_failed")
-            )
+            status = http_status_of(op.get("error"))
+            self._count(row, call.close(status, error_class="video_failed"), status)
             return
         detail = row.detail or {}
         per_video = int(detail.get("durationSeconds") or 0)
@@ -299,7 +305,7 @@ class ResourceMeter:
         meter.detail = {"videos": videos, "videoSeconds": seconds}
         audio = bool(detail.get("audio", True))
         priced = price_video(pipe.catalog, model.name, seconds, audio=audio)
-        self._count(row, call.close(200, priced=priced))
+        self._count(row, call.close(200, priced=priced), 200)
 
 
 def _int(value: Any) -> int:
