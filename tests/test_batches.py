@@ -342,3 +342,16 @@ def test_an_unknown_models_batch_is_unpriced_never_zero(
     [row] = metered_rows(fast_proxy, job.name, 1)
     assert row["status"] == 200 and not row["priced"] and row["cost_usd"] is None
     assert row["prompt_tokens"] > 0
+
+
+def test_a_batch_gone_upstream_is_closed_with_no_rows(
+    fast_proxy: RunningProxy, client: genai.Client
+) -> None:
+    fake = fast_proxy.fake
+    fake.resources.batches.polls_per_state = None
+    job = client.batches.create(model=MODEL, src=REQUESTS)
+    assert job.name
+    del fake.resources.batches.batches[job.name]  # deleted behind the proxy's back
+    url = fast_proxy.settings.database_url
+    assert wait_for(lambda: (r := resource(url, job.name)) is not None and r.metered_at)
+    assert not [r for r in fast_proxy.rows(0) if r["operation"] == "batchGenerateContent"]
