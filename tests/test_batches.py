@@ -267,7 +267,7 @@ def test_two_replicas_on_one_postgresql_write_one_set_of_rows(
     rows = [r for r in b.rows(0) if r["operation"] == "batchGenerateContent"]
     assert len(rows) == 8 and len({r["id"] for r in rows}) == 8
     holders = {resource(pg_url, n).claimed_by for n in jobs if n}  # type: ignore[union-attr]
-    assert holders  # claimed by whichever replica got there first
+    assert None not in holders  # each marked by the replica that metered it
 
 
 def budget_used(proxy: RunningProxy) -> Decimal:
