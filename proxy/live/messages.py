@@ -214,8 +214,8 @@ class LiveUsage:
         return LiveUsage(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
 
     def to_usage(self) -> Usage:
-        """The proxy's :class:`Usage`. It has no prompt image/video count: those tokens stay in
-        ``prompt_tokens`` with the text, although Live prices them at another rate."""
+        """The proxy's :class:`Usage`: the image and video parts of the prompt are counted apart
+        from the text, which Live prices at another rate (``input_image_video``)."""
         return Usage(
             prompt_tokens=self.prompt_tokens,
             cached_tokens=self.cached_tokens,
@@ -224,6 +224,8 @@ class LiveUsage:
             tool_use_prompt_tokens=self.tool_use_prompt_tokens,
             audio_prompt_tokens=self.audio_prompt_tokens,
             cached_audio_tokens=self.cached_audio_tokens,
+            image_prompt_tokens=self.prompt_image_tokens,
+            video_prompt_tokens=self.prompt_video_tokens,
             output_image_tokens=self.response_image_tokens,
             output_audio_tokens=self.response_audio_tokens,
         )

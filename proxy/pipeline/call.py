@@ -204,6 +204,8 @@ def _event(
         retries=meter.retries,
         resource=meter.resource,
         detail=meter.detail,
+        session_id=meter.session_id,
+        turn=meter.turn,
     )
 
 
