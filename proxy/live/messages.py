@@ -572,6 +572,16 @@ class TurnMeter:
         self._open, self._settled = None, None
         return turn
 
+    @property
+    def in_turn(self) -> bool:
+        """A turn is under way (input or output since the last turn ended)."""
+        return self._open is not None
+
+    @property
+    def unfinished(self) -> int:
+        """Turns begun and not yet returned: the one under way and a held one."""
+        return (self._open is not None) + (self._held is not None)
+
     def client(self, msg: ClientInput) -> None:
         """Note a client message (its input belongs to the turn being built)."""
         if not msg.is_input:

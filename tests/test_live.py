@@ -1,0 +1,355 @@
+"""The Live API through the proxy: the real google-genai SDK's ``client.aio.live.connect`` over
+TLS (the proxy served with a throw-away certificate), relayed to the fake Live upstream (TLS
+too, trusted through ``upstream_ca_file``), every turn a ledger row priced from the catalog."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from proxy.app import create_app
+from proxy.live.messages import live_usage
+from proxy.pricing.catalog import Catalog
+from proxy.pricing.cost import price_call
+from tests.conftest import (
+    UPSTREAM_KEY,
+    fetch_rows,
+    make_tenant_key,
+    proxy_settings,
+    run_sync,
+)
+from tests.fakes.live import (
+    BAD_KEY,
+    FakeLive,
+    Hold,
+    Turn,
+    audio_turn,
+    cut_turn,
+    text_turn,
+    tool_call_turn,
+)
+from tests.fakes.server import serve
+from tests.fakes.tls import Tls, make_tls
+
+MODEL = "gemini-live-2.5-flash-preview"  # priced on vertex-ai (gemini-2.5-flash-live)
+PRICED_MODEL = "gemini-2.0-flash-live-001"  # priced on gemini-api (gemini-2.0-flash-live)
+TEXT_ONLY = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
+WS_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def live_upstream(tls: Tls) -> Iterator[tuple[FakeLive, str]]:
+    fake = FakeLive(api_key=UPSTREAM_KEY)
+    with fake.serve_thread(tls) as url:
+        yield fake, url
+
+
+@dataclass
+class LiveProxy:
+    url: str
+    key: str
+    fake: FakeLive
+    tls: Tls
+    database_url: str
+
+    def client(self, key: str | None = None) -> genai.Client:
+        options = types.HttpOptions(
+            base_url=self.url, async_client_args={"ssl": self.tls.client_context()}
+        )
+        return genai.Client(api_key=key or self.key, http_options=options)
+
+    def rows(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The ledger's Live rows, once at least ``count`` are written (turn order)."""
+        end = time.monotonic() + timeout
+        while True:
+            rows = [r for r in run_sync(lambda: fetch_rows(self.database_url))
+                    if r["route"] == "live"]  # fmt: skip
+            if len(rows) >= count or time.monotonic() > end:
+                return sorted(rows, key=lambda r: (r["session_id"] or "", r["turn"] or 0))
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def live_proxy(
+    live_upstream: tuple[FakeLive, str], tls: Tls, sqlite_url: str
+) -> Iterator[Callable[..., LiveProxy]]:
+    fake, upstream_url = live_upstream
+    fake.reset()
+    stack: list[Any] = []
+
+    def start(**overrides: Any) -> LiveProxy:
+        settings = proxy_settings(
+            sqlite_url, upstream_url, upstream_ca_file=tls.cert_path, **overrides
+        )
+        key = run_sync(lambda: make_tenant_key(sqlite_url, "team-live"))
+        cm = serve(
+            create_app(settings),
+            ws="websockets-sansio",
+            ssl_certfile=str(tls.cert_path),
+            ssl_keyfile=str(tls.key_path),
+        )
+        url = cm.__enter__().replace("http://", "https://")
+        stack.append(cm)
+        return LiveProxy(url, key, fake, tls, sqlite_url)
+
+    yield start
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+async def turn_messages(session: Any) -> list[types.LiveServerMessage]:
+    return [msg async for msg in session.receive()]
+
+
+def cost_of(model: str, md: dict[str, Any]) -> Decimal | None:
+    usage = live_usage(md)
+    assert usage is not None
+    return price_call(CATALOG, model, usage.to_usage(), status=200, at=None).cost
+
+
+CATALOG = Catalog.load("gemini-api", None, "vertex-ai")
+
+
+# -- the relay and one row per turn ------------------------------------------------------------
+
+
+async def test_three_text_turns_one_row_each_matching_the_upstream_usage(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    proxy.fake.enqueue(text_turn("Paris", " is the capital."), text_turn("Yes."), text_turn("Bye."))
+    texts = []
+    async with proxy.client().aio.live.connect(model=MODEL, config=TEXT_ONLY) as session:
+        for question in ("Capital of France?", "Sure?", "Thanks!"):
+            await session.send_client_content(
+                turns=types.Content(role="user", parts=[types.Part(text=question)])
+            )
+            msgs = await turn_messages(session)
+            texts.append("".join(m.text or "" for m in msgs))
+    assert texts == ["Paris is the capital.", "Yes.", "Bye."]
+    rec = proxy.fake.sessions[0]
+    # The proxy's key went upstream, in the header; the tenant's never did.
+    assert rec.headers["x-goog-api-key"] == UPSTREAM_KEY
+    assert proxy.key not in json.dumps(rec.headers) + json.dumps(rec.query)
+    assert rec.setup is not None and rec.setup["model"] == f"models/{MODEL}"
+    rows = proxy.rows(3)
+    assert len(rows) == 3 and len(rec.usage_sent) == 3
+    assert len({r["session_id"] for r in rows}) == 1 and rows[0]["session_id"]
+    for turn, (row, sent) in enumerate(zip(rows, rec.usage_sent, strict=True), 1):
+        assert (row["turn"], row["status"], row["operation"]) == (turn, 200, "bidiGenerateContent")
+        assert row["prompt_tokens"] == sent["promptTokenCount"]
+        assert row["output_tokens"] == sent["responseTokenCount"]
+        assert row["priced"] and row["cost_usd"] == cost_of(MODEL, sent)
+        assert not row["estimated"] and row["error_class"] is None
+    # Each turn is billed for the whole context window: the prompt grows turn by turn.
+    prompts = [r["prompt_tokens"] for r in rows]
+    assert prompts == sorted(prompts) and prompts[2] > prompts[0] + rows[0]["output_tokens"]
+
+
+async def test_raw_client_with_key_in_query_text_and_binary_frames(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    proxy.fake.enqueue(text_turn("Hi."))
+    url = proxy.url.replace("https://", "wss://") + WS_PATH + f"?key={proxy.key}"
+    async with websockets.connect(url, ssl=proxy.tls.client_context()) as ws:
+        await ws.send(json.dumps({"setup": {"model": f"models/{PRICED_MODEL}"}}).encode())
+        first = await ws.recv()
+        assert isinstance(first, bytes)  # the fake answers in binary frames: relayed as such
+        assert json.loads(first) == {"setupComplete": {}}
+        await ws.send(json.dumps({"clientContent": {"turns": [{"role": "user", "parts": [
+            {"text": "Hello"}]}], "turnComplete": True}}))  # fmt: skip
+        got = []
+        while True:
+            msg = json.loads(await ws.recv())
+            got.append(msg)
+            if msg.get("serverContent", {}).get("turnComplete"):
+                break
+    rec = proxy.fake.sessions[0]
+    assert rec.query == {}  # the tenant key is not passed on
+    assert [r.binary for r in rec.received] == [True, False]
+    assert [json.loads(first), *got] == rec.sent  # every message, in order
+    (row,) = proxy.rows(1)
+    assert row["model"] == PRICED_MODEL and row["cost_usd"] == cost_of(
+        PRICED_MODEL, rec.usage_sent[0]
+    )
+
+
+async def test_wrong_tenant_key_closes_1008_and_nothing_goes_upstream(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    with pytest.raises(genai_errors.APIError) as caught:
+        async with proxy.client(key="gm-not-a-key").aio.live.connect(model=MODEL):
+            pass
+    assert caught.value.code == 1008
+    assert "gm-not-a-key" not in str(caught.value) and BAD_KEY not in str(caught.value)
+    assert proxy.fake.sessions == []
+
+
+@pytest.mark.parametrize(
+    "model", ["publishers/google/models/gemini-live-2.5-flash", "gemini-x?key=1", "evil.com/x"]
+)
+async def test_a_setup_model_that_is_not_a_plain_id_closes_1007(
+    live_proxy: Callable[..., LiveProxy], model: str
+) -> None:
+    proxy = live_proxy()
+    url = proxy.url.replace("https://", "wss://") + WS_PATH
+    headers = {"x-goog-api-key": proxy.key}
+    async with websockets.connect(
+        url, ssl=proxy.tls.client_context(), additional_headers=headers
+    ) as ws:
+        await ws.send(json.dumps({"setup": {"model": f"models/{model}"}}))
+        with pytest.raises(websockets.ConnectionClosedError) as caught:
+            await ws.recv()
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1007
+    assert proxy.fake.sessions == []
+
+
+async def test_audio_session_billed_by_modality(live_proxy: Callable[..., LiveProxy]) -> None:
+    proxy = live_proxy()
+    answer = bytes(24000)  # half a second of 24 kHz 16-bit silence
+    proxy.fake.enqueue(audio_turn(answer, chunks=4, transcript="Quiet."))
+    config = types.LiveConnectConfig(
+        response_modalities=[types.Modality.AUDIO],
+        output_audio_transcription=types.AudioTranscriptionConfig(),
+    )
+    spoken = bytes(32000)  # one second at 16 kHz
+    async with proxy.client().aio.live.connect(model=PRICED_MODEL, config=config) as session:
+        for i in range(0, len(spoken), 3200):
+            blob = types.Blob(data=spoken[i : i + 3200], mime_type="audio/pcm;rate=16000")
+            await session.send_realtime_input(audio=blob)
+        await session.send_realtime_input(audio_stream_end=True)
+        msgs = await turn_messages(session)
+    assert b"".join(m.data or b"" for m in msgs) == answer
+    (sent,) = proxy.fake.sessions[0].usage_sent
+    (row,) = proxy.rows(1)
+    assert row["audio_prompt_tokens"] == 25  # 25 tokens a second (seed 004)
+    assert row["output_audio_tokens"] == 12
+    assert row["cost_usd"] == cost_of(PRICED_MODEL, sent)
+    # Audio in at 2.1, audio out at 8.5, the transcript at 1.5 $/1M (gemini-api, 000:63).
+    text_in = row["prompt_tokens"] - 25
+    expected = (text_in * Decimal("0.35") + 25 * Decimal("2.1") + 12 * Decimal("8.5")
+                + (row["output_tokens"] - 12) * Decimal("1.5")) / 1_000_000  # fmt: skip
+    assert row["cost_usd"] == expected.quantize(Decimal("1e-10"))
+
+
+async def test_tool_call_round_trip_is_one_turn_billed_for_both_generations(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    proxy.fake.enqueue(
+        tool_call_turn({"name": "get_weather", "args": {"city": "Paris"}}, then=text_turn("Sun."))
+    )
+    tool = types.Tool(function_declarations=[types.FunctionDeclaration(name="get_weather")])
+    config = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT], tools=[tool])
+    async with proxy.client().aio.live.connect(model=MODEL, config=config) as session:
+        await session.send_client_content(turns={"role": "user", "parts": [{"text": "Weather?"}]})
+        first = await anext(aiter(session.receive()))
+        assert first.tool_call and first.tool_call.function_calls
+        call = first.tool_call.function_calls[0]
+        await session.send_tool_response(
+            function_responses=[
+                types.FunctionResponse(id=call.id, name=call.name, response={"sky": "clear"})
+            ]
+        )
+        rest = await turn_messages(session)
+    assert "".join(m.text or "" for m in rest) == "Sun."
+    rec = proxy.fake.sessions[0]
+    assert rec.messages("tool_response")[0]["functionResponses"][0]["id"] == "call-1"
+    (row,) = proxy.rows(1)
+    a, b = rec.usage_sent
+    assert row["prompt_tokens"] == a["promptTokenCount"] + b["promptTokenCount"]
+    assert row["detail"]["tool_calls"] == 1 and row["detail"]["generations"] == 2
+
+
+async def test_client_drop_mid_turn_bills_what_the_turn_used(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    proxy.fake.enqueue(text_turn("One."), Turn([{"serverContent": {"modelTurn": {"parts": [
+        {"text": "Once upon a time"}]}}}, Hold()]))  # fmt: skip
+    async with proxy.client().aio.live.connect(model=MODEL, config=TEXT_ONLY) as session:
+        await session.send_client_content(turns={"role": "user", "parts": [{"text": "First"}]})
+        await turn_messages(session)
+        await session.send_client_content(turns={"role": "user", "parts": [{"text": "Story!"}]})
+        first = await anext(aiter(session.receive()))
+        assert first.text == "Once upon a time"
+    # The app left mid-turn (its `async with` ended): the cut turn is still a row.
+    rows = proxy.rows(2)
+    assert [(r["turn"], r["status"]) for r in rows] == [(1, 200), (2, 499)]
+    cut = rows[1]
+    assert cut["error_class"] == "live_client" and cut["estimated"]
+    # No usage came for it: estimated from the context window, the input and the output.
+    first_turn = rows[0]
+    window = first_turn["prompt_tokens"] + first_turn["output_tokens"]
+    assert cut["prompt_tokens"] == window + math.ceil(len("Story!") / 4)
+    assert cut["output_tokens"] == math.ceil(len("Once upon a time") / 4)
+    assert cut["priced"] and cut["cost_usd"] > 0
+    proxy.fake.release()
+
+
+async def test_upstream_close_is_forwarded_and_the_cut_turn_recorded(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    proxy.fake.enqueue(cut_turn("Once upon", code=1011, reason="Internal error encountered."))
+    with pytest.raises(genai_errors.APIError) as caught:
+        async with proxy.client().aio.live.connect(model=MODEL, config=TEXT_ONLY) as session:
+            await session.send_client_content(turns={"role": "user", "parts": [{"text": "Story"}]})
+            async for _ in session.receive():
+                pass
+    assert caught.value.code == 1011 and caught.value.details == "Internal error encountered."
+    (row,) = proxy.rows(1)
+    assert (row["status"], row["error_class"], row["turn"]) == (499, "live_upstream", 1)
+    assert row["estimated"] and row["output_tokens"] == math.ceil(len("Once upon") / 4)
+
+
+async def test_upstream_drop_without_close_frame_is_1011(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    proxy.fake.enqueue(cut_turn("Once", code=None))
+    with pytest.raises(genai_errors.APIError) as caught:
+        async with proxy.client().aio.live.connect(model=MODEL, config=TEXT_ONLY) as session:
+            await session.send_client_content(turns={"role": "user", "parts": [{"text": "Go"}]})
+            await turn_messages(session)
+    assert caught.value.code == 1011
+    (row,) = proxy.rows(1)
+    assert row["status"] == 499 and row["error_class"] == "live_upstream"
+
+
+async def test_a_session_without_turns_leaves_one_row(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    async with proxy.client().aio.live.connect(model=MODEL, config=TEXT_ONLY):
+        pass
+    (row,) = proxy.rows(1)
+    assert (row["turn"], row["status"], row["prompt_tokens"], row["cost_usd"]) == (
+        0, 200, 0, Decimal(0),
+    )  # fmt: skip
+
+
+def test_settings_trust_a_private_ca_for_the_upstream(tls: Tls) -> None:
+    settings = proxy_settings(
+        "sqlite+aiosqlite:///x.db", "https://x", upstream_ca_file=tls.cert_path
+    )
+    assert settings.upstream_ca_file == Path(tls.cert_path)
