@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from google import genai
@@ -39,9 +39,11 @@ from tests.fakes.live import (
     cut_turn,
     text_turn,
     tool_call_turn,
+    usage_metadata,
 )
 from tests.fakes.server import serve
 from tests.fakes.tls import Tls, make_tls
+from tests.test_quota_fixtures import add_policy
 
 MODEL = "gemini-live-2.5-flash-preview"  # priced on vertex-ai (gemini-2.5-flash-live)
 PRICED_MODEL = "gemini-2.0-flash-live-001"  # priced on gemini-api (gemini-2.0-flash-live)
@@ -348,8 +350,92 @@ async def test_a_session_without_turns_leaves_one_row(
     )  # fmt: skip
 
 
-def test_settings_trust_a_private_ca_for_the_upstream(tls: Tls) -> None:
-    settings = proxy_settings(
-        "sqlite+aiosqlite:///x.db", "https://x", upstream_ca_file=tls.cert_path
+# -- quotas ----------------------------------------------------------------------------------
+
+ADMIN = {"authorization": "Bearer admin-token-for-tests"}
+
+
+def set_policy(proxy: LiveProxy, **limits: Any) -> None:
+    run_sync(lambda: add_policy(proxy.database_url, "team-live", **limits))
+    # Reading the tenant's quota state loads its policies at once (as the quota tests do).
+    httpx.get(f"{proxy.url}/admin/tenants/team-live/quota", headers=ADMIN,
+              verify=proxy.tls.client_context())  # fmt: skip
+
+
+def ask(text: str) -> dict[str, Any]:
+    return {"role": "user", "parts": [{"text": text}]}
+
+
+async def test_a_hard_budget_ends_the_session_on_its_third_turn(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    # gemini-2.0-flash-live (000:63): text in 0.35, text out 1.5, audio out 8.5 $/1M. Turn 1
+    # costs $0.0005, turn 2 $0.00085. Each turn holds its worst case first: the context
+    # window so far plus its input at 0.35, and 100 output tokens at the dearest rate (8.5):
+    # turn 2 holds ~$0.00124 (with $0.0005 spent: fits $0.002), turn 3 ~$0.00159 (with
+    # $0.00135 spent: does not).
+    set_policy(proxy, budget_usd="0.002", period="day")
+    proxy.fake.enqueue(text_turn("One.", usage=usage_metadata(1000, 100)),
+                       text_turn("Two.", usage=usage_metadata(2000, 100)))  # fmt: skip
+    config = types.LiveConnectConfig(
+        response_modalities=[types.Modality.TEXT], max_output_tokens=100
     )
-    assert settings.upstream_ca_file == Path(tls.cert_path)
+    answers = []
+    with pytest.raises(genai_errors.APIError) as caught:
+        async with proxy.client().aio.live.connect(model=PRICED_MODEL, config=config) as session:
+            for question in ("First?", "Second?", "Third?"):
+                await session.send_client_content(turns=ask(question))
+                msgs = await turn_messages(session)
+                answers.append("".join(m.text or "" for m in msgs))
+    assert answers == ["One.", "Two."]
+    # The SDK surfaces the close: policy violation, with the quota's reason.
+    assert caught.value.code == 1008 and "budget" in (caught.value.details or "")
+    rec = proxy.fake.sessions[0]
+    assert rec.turns_played == 2  # the third question never reached the model
+    assert [m["turns"][0]["parts"][0]["text"] for m in rec.messages("client_content")] == [
+        "First?", "Second?",
+    ]  # fmt: skip
+    rows = proxy.rows(2)
+    assert [(r["turn"], r["status"]) for r in rows] == [(1, 200), (2, 200)]
+    spent = sum((r["cost_usd"] for r in rows), Decimal(0))
+    assert spent == Decimal("0.00135")
+    state = httpx.get(f"{proxy.url}/admin/tenants/team-live/quota", headers=ADMIN,
+                      verify=proxy.tls.client_context()).json()  # fmt: skip
+    [limit] = [lim for lim in state["limits"] if lim["limit"] == "budget_usd"]
+    assert Decimal(limit["used"]) == spent and Decimal(limit["reserved"]) == 0
+
+
+async def test_a_spent_budget_refuses_the_session_at_connect(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    set_policy(proxy, budget_usd="0.0000001", period="month")
+    with pytest.raises(genai_errors.APIError) as caught:
+        async with proxy.client().aio.live.connect(model=PRICED_MODEL, config=TEXT_ONLY):
+            pass
+    assert caught.value.code == 1008 and "budget" in (caught.value.details or "")
+    assert proxy.fake.sessions == []  # refused before anything went upstream
+    assert proxy.rows(0, timeout=0.2) == []
+
+
+async def test_model_not_allowed_and_rpm_counts_sessions(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    set_policy(proxy, rpm=1, allowed_models=["gemini-2.0-flash-live-*"])
+    with pytest.raises(genai_errors.APIError) as caught:
+        async with proxy.client().aio.live.connect(model=MODEL, config=TEXT_ONLY):
+            pass
+    assert caught.value.code == 1008 and "not allowed" in (caught.value.details or "")
+    proxy.fake.enqueue(text_turn("A."), text_turn("B."))
+    async with proxy.client().aio.live.connect(model=PRICED_MODEL, config=TEXT_ONLY) as s:
+        # Turns within the session are not requests: two turns, one request.
+        for q in ("a", "b"):
+            await s.send_client_content(turns=ask(q))
+            await turn_messages(s)
+    with pytest.raises(genai_errors.APIError) as caught:
+        async with proxy.client().aio.live.connect(model=PRICED_MODEL, config=TEXT_ONLY):
+            pass
+    assert caught.value.code == 1008 and "Rate limit" in (caught.value.details or "")
+    assert len(proxy.fake.sessions) == 1
