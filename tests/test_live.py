@@ -355,11 +355,15 @@ async def test_a_session_without_turns_leaves_one_row(
 ADMIN = {"authorization": "Bearer admin-token-for-tests"}
 
 
+def quota_state(proxy: LiveProxy) -> dict[str, Any]:
+    url = f"{proxy.url}/admin/tenants/team-live/quota"
+    state: dict[str, Any] = httpx.get(url, headers=ADMIN, verify=proxy.tls.client_context()).json()
+    return state
+
+
 def set_policy(proxy: LiveProxy, **limits: Any) -> None:
     run_sync(lambda: add_policy(proxy.database_url, "team-live", **limits))
-    # Reading the tenant's quota state loads its policies at once (as the quota tests do).
-    httpx.get(f"{proxy.url}/admin/tenants/team-live/quota", headers=ADMIN,
-              verify=proxy.tls.client_context())  # fmt: skip
+    quota_state(proxy)  # reading the tenant's quota state loads its policies at once
 
 
 def ask(text: str) -> dict[str, Any]:
@@ -400,9 +404,7 @@ async def test_a_hard_budget_ends_the_session_on_its_third_turn(
     assert [(r["turn"], r["status"]) for r in rows] == [(1, 200), (2, 200)]
     spent = sum((r["cost_usd"] for r in rows), Decimal(0))
     assert spent == Decimal("0.00135")
-    state = httpx.get(f"{proxy.url}/admin/tenants/team-live/quota", headers=ADMIN,
-                      verify=proxy.tls.client_context()).json()  # fmt: skip
-    [limit] = [lim for lim in state["limits"] if lim["limit"] == "budget_usd"]
+    [limit] = [lim for lim in quota_state(proxy)["limits"] if lim["limit"] == "budget_usd"]
     assert Decimal(limit["used"]) == spent and Decimal(limit["reserved"]) == 0
 
 
