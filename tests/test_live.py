@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +23,7 @@ import websockets
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
+from prometheus_client import REGISTRY
 
 from proxy.app import create_app
 from proxy.live.messages import live_usage
@@ -43,6 +49,7 @@ from tests.fakes.live import (
 )
 from tests.fakes.server import serve
 from tests.fakes.tls import Tls, make_tls
+from tests.test_cli import free_port
 from tests.test_quota_fixtures import add_policy
 
 MODEL = "gemini-live-2.5-flash-preview"  # priced on vertex-ai (gemini-2.5-flash-live)
@@ -441,3 +448,119 @@ async def test_model_not_allowed_and_rpm_counts_sessions(
             pass
     assert caught.value.code == 1008 and "Rate limit" in (caught.value.details or "")
     assert len(proxy.fake.sessions) == 1
+
+
+# -- operations ------------------------------------------------------------------------------
+
+
+def ended(cause: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "gemini_meter_live_session_duration_seconds_count", {"end": cause}
+        )
+        or 0.0
+    )
+
+
+async def test_an_idle_session_is_closed_and_counted(live_proxy: Callable[..., LiveProxy]) -> None:
+    proxy = live_proxy(live_idle_timeout=0.5)
+    before = ended("idle")
+    with pytest.raises(genai_errors.APIError) as caught:
+        async with proxy.client().aio.live.connect(model=MODEL, config=TEXT_ONLY) as session:
+            async for _ in session.receive():
+                pass
+    assert caught.value.code == 1000 and "Idle timeout" in (caught.value.details or "")
+    assert ended("idle") == before + 1
+    assert REGISTRY.get_sample_value("gemini_meter_live_sessions_open") == 0
+    (row,) = proxy.rows(1)  # the session reached the upstream: one row, no tokens
+    assert (row["turn"], row["status"], row["error_class"]) == (0, 499, "live_idle")
+
+
+async def test_a_message_over_the_size_limit_closes_1009_before_it_goes_upstream(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy(live_max_message_bytes=2000)
+    with pytest.raises(genai_errors.APIError) as caught:
+        async with proxy.client().aio.live.connect(model=MODEL, config=TEXT_ONLY) as session:
+            await session.send_client_content(turns=ask("x" * 3000))
+            await turn_messages(session)
+    assert caught.value.code == 1009 and "2000 bytes" in (caught.value.details or "")
+    assert proxy.fake.sessions[0].messages("client_content") == []
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "proxy", *args], env=env, check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def _start_serve(env: dict[str, str], tls: Tls, port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port),
+         "--ssl-certfile", str(tls.cert_path), "--ssl-keyfile", str(tls.key_path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            url = f"https://127.0.0.1:{port}/healthz"
+            if httpx.get(url, verify=tls.client_context()).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
+        time.sleep(0.1)
+
+
+async def test_sigterm_tells_open_sessions_to_go_away_then_closes_them(
+    live_upstream: tuple[FakeLive, str], tls: Tls, tmp_path: Path
+) -> None:
+    fake, upstream_url = live_upstream
+    fake.reset()
+    db = f"sqlite+aiosqlite:///{tmp_path / 'live.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMINI_")} | {
+        "GEMINI_API_KEY": UPSTREAM_KEY,
+        "GEMINI_METER_UPSTREAM_URL": upstream_url,
+        "GEMINI_METER_UPSTREAM_CA_FILE": str(tls.cert_path),
+        "GEMINI_METER_DATABASE_URL": db,
+        "GEMINI_METER_SPOOL_DIR": str(tmp_path / "spool"),
+        "GEMINI_METER_SHUTDOWN_GRACE": "2",
+    }
+    _cli(env, "db", "upgrade")
+    _cli(env, "tenants", "create", "team-live")
+    key = _cli(env, "keys", "create", "--tenant", "team-live")
+    port = free_port()
+    proc = _start_serve(env, tls, port)
+    fake.enqueue(text_turn("One."), Turn([{"serverContent": {"modelTurn": {"parts": [
+        {"text": "Half"}]}}}, Hold()]))  # fmt: skip
+    options = types.HttpOptions(
+        base_url=f"https://127.0.0.1:{port}", async_client_args={"ssl": tls.client_context()}
+    )
+    seen: list[types.LiveServerMessage] = []
+    try:
+        with pytest.raises(genai_errors.APIError) as caught:
+            client = genai.Client(api_key=key, http_options=options)
+            async with client.aio.live.connect(model=MODEL, config=TEXT_ONLY) as session:
+                await session.send_client_content(turns=ask("First"))
+                await turn_messages(session)
+                await session.send_client_content(turns=ask("Second"))
+                async for msg in session.receive():
+                    seen.append(msg)
+                    if msg.text == "Half":
+                        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        fake.release()
+        if proc.poll() is None:
+            proc.kill()
+    assert [m.text for m in seen[:1]] == ["Half"]
+    # The client heard it coming (goAway, with the grace period left), then the close.
+    go_away = [m.go_away for m in seen if m.go_away]
+    assert len(go_away) == 1 and go_away[0].time_left == "2s"
+    assert caught.value.code == 1001 and "shutting down" in (caught.value.details or "")
+    assert proc.returncode in (0, -signal.SIGTERM), out
+    assert key not in out and UPSTREAM_KEY not in out
+    rows = sorted(run_sync(lambda: fetch_rows(db)), key=lambda r: r["turn"])
+    assert [(r["turn"], r["status"], r["error_class"]) for r in rows] == [
+        (1, 200, None), (2, 499, "live_shutdown"),
+    ]  # fmt: skip
