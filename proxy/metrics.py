@@ -162,9 +162,9 @@ LIVE_SESSIONS_OPEN = Gauge(
 )
 LIVE_SESSION_DURATION = Histogram(
     "gemini_meter_live_session_duration_seconds",
-    "Live API session durations, by how the session ended (client, upstream, quota, idle, "
+    "Live API session durations, by what ended the session (client, upstream, quota, idle, "
     "too_big, shutdown, refused, error).",
-    ["end"],
+    ["reason"],
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
 )
 

@@ -456,7 +456,7 @@ async def test_model_not_allowed_and_rpm_counts_sessions(
 def ended(cause: str) -> float:
     return (
         REGISTRY.get_sample_value(
-            "gemini_meter_live_session_duration_seconds_count", {"end": cause}
+            "gemini_meter_live_session_duration_seconds_count", {"reason": cause}
         )
         or 0.0
     )
