@@ -292,10 +292,18 @@ class Relay:
             self.touch()
             if self._too_big(frame):
                 return
-            if isinstance(frame, str):
-                await self.ws.send_text(frame)
-            else:
-                await self.ws.send_bytes(frame)
+            try:
+                if isinstance(frame, str):
+                    await self.ws.send_text(frame)
+                else:
+                    await self.ws.send_bytes(frame)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                # The client vanished without a close frame: the message was made upstream
+                # all the same, so it is metered before the session ends.
+                self.client_gone = True
+                self.stop("client", NORMAL, "")
+                await self._on_server(frame)
+                return
             await self._on_server(frame)
 
     async def _on_server(self, frame: str | bytes) -> None:
