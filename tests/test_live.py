@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,6 +25,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 from prometheus_client import REGISTRY
+from redis import Redis
 
 from proxy.app import create_app
 from proxy.live.messages import live_usage
@@ -50,7 +52,7 @@ from tests.fakes.live import (
 from tests.fakes.server import serve
 from tests.fakes.tls import Tls, make_tls
 from tests.test_cli import free_port
-from tests.test_quota_fixtures import add_policy
+from tests.test_quota_fixtures import REDIS_URL, add_policy
 
 MODEL = "gemini-live-2.5-flash-preview"  # priced on vertex-ai (gemini-2.5-flash-live)
 PRICED_MODEL = "gemini-2.0-flash-live-001"  # priced on gemini-api (gemini-2.0-flash-live)
@@ -103,11 +105,11 @@ def live_proxy(
     fake.reset()
     stack: list[Any] = []
 
-    def start(**overrides: Any) -> LiveProxy:
+    def start(database_url: str = sqlite_url, **overrides: Any) -> LiveProxy:
         settings = proxy_settings(
-            sqlite_url, upstream_url, upstream_ca_file=tls.cert_path, **overrides
+            database_url, upstream_url, upstream_ca_file=tls.cert_path, **overrides
         )
-        key = run_sync(lambda: make_tenant_key(sqlite_url, "team-live"))
+        key = run_sync(lambda: make_tenant_key(database_url, "team-live"))
         cm = serve(
             create_app(settings),
             ws="websockets-sansio",
@@ -116,7 +118,7 @@ def live_proxy(
         )
         url = cm.__enter__().replace("http://", "https://")
         stack.append(cm)
-        return LiveProxy(url, key, fake, tls, sqlite_url)
+        return LiveProxy(url, key, fake, tls, database_url)
 
     yield start
     for cm in reversed(stack):
@@ -413,6 +415,50 @@ async def test_a_hard_budget_ends_the_session_on_its_third_turn(
     assert spent == Decimal("0.00135")
     [limit] = [lim for lim in quota_state(proxy)["limits"] if lim["limit"] == "budget_usd"]
     assert Decimal(limit["used"]) == spent and Decimal(limit["reserved"]) == 0
+
+
+async def test_two_replicas_share_the_budget_of_live_turns(
+    live_proxy: Callable[..., LiveProxy], pg_url: str
+) -> None:
+    prefix = f"gm-live:{uuid.uuid4().hex[:10]}:"
+    shared = {"redis_url": REDIS_URL, "redis_prefix": prefix}
+    one, two = live_proxy(pg_url, **shared), live_proxy(pg_url, **shared)
+    set_policy(one, budget_usd="0.002", period="day")
+    quota_state(two)
+    config = types.LiveConnectConfig(
+        response_modalities=[types.Modality.TEXT], max_output_tokens=100
+    )
+    # Same figures as the single-replica test: $0.0005 on replica one, $0.00085 on replica two;
+    # then replica one's next turn holds ~$0.00124: it fits what replica one spent alone
+    # ($0.0005), not what both spent ($0.00135).
+    one.fake.enqueue(text_turn("A1.", usage=usage_metadata(1000, 100)),
+                     text_turn("B1.", usage=usage_metadata(2000, 100)))  # fmt: skip
+    with pytest.raises(genai_errors.APIError) as caught:
+        async with one.client().aio.live.connect(model=PRICED_MODEL, config=config) as a:
+            await a.send_client_content(turns=ask("a1"))
+            await turn_messages(a)
+            async with two.client().aio.live.connect(model=PRICED_MODEL, config=config) as b:
+                await b.send_client_content(turns=ask("b1"))
+                await turn_messages(b)
+            spent_everywhere(one, Decimal("0.00135"))
+            await a.send_client_content(turns=ask("a2"))
+            await turn_messages(a)
+    assert caught.value.code == 1008 and "budget" in (caught.value.details or "")
+    rows = one.rows(2)
+    assert sorted(r["cost_usd"] for r in rows) == [Decimal("0.0005"), Decimal("0.00085")]
+    keys = list(Redis.from_url(REDIS_URL).scan_iter(match=f"{prefix}*"))
+    if keys:
+        Redis.from_url(REDIS_URL).delete(*keys)
+
+
+def spent_everywhere(proxy: LiveProxy, amount: Decimal) -> None:
+    """Wait until the shared store has both replicas' settlements (synced in the background)."""
+    deadline = time.monotonic() + 10
+    while True:
+        [limit] = [x for x in quota_state(proxy)["limits"] if x["limit"] == "budget_usd"]
+        if Decimal(limit["used"]) >= amount or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
 
 
 async def test_a_spent_budget_refuses_the_session_at_connect(
