@@ -610,3 +610,22 @@ async def test_sigterm_tells_open_sessions_to_go_away_then_closes_them(
     assert [(r["turn"], r["status"], r["error_class"]) for r in rows] == [
         (1, 200, None), (2, 499, "live_shutdown"),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--ssl-certfile", "{tmp}/cert.pem"], "needs both a certificate"),
+        (["--ssl-certfile", "{tmp}/cert.pem", "--ssl-keyfile", "{tmp}/no.pem"], "not a readable"),
+    ],
+)
+def test_serve_refuses_half_a_tls_configuration(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    (tmp_path / "cert.pem").write_text("not used")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMINI_")}
+    env["GEMINI_METER_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    args = [f.format(tmp=tmp_path) for f in flags]
+    done = subprocess.run([sys.executable, "-m", "proxy", "serve", *args], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr + done.stdout

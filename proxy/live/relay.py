@@ -152,6 +152,13 @@ class Relay:
             finally:
                 SESSIONS.discard(self)
                 metrics.LIVE_SESSIONS_OPEN.dec()
+                # The session's access line (the HTTP access line is written per request).
+                log.info(
+                    "live session %s tenant=%s model=%s turns=%d rows=%d ended=%s code=%d %.1fs",
+                    self.id, self.caller.tenant_name if self.caller else "-",
+                    self.model.name if self.model else "-", self.turns, self.rows,
+                    self.cause or "client", self.code, time.monotonic() - self.started,
+                )  # fmt: skip
                 metrics.LIVE_SESSION_DURATION.labels(self.cause or "client").observe(
                     time.monotonic() - self.started
                 )
