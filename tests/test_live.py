@@ -375,8 +375,8 @@ def set_policy(proxy: LiveProxy, **limits: Any) -> None:
     quota_state(proxy)  # reading the tenant's quota state loads its policies at once
 
 
-def ask(text: str) -> dict[str, Any]:
-    return {"role": "user", "parts": [{"text": text}]}
+def ask(text: str) -> types.Content:
+    return types.Content(role="user", parts=[types.Part(text=text)])
 
 
 async def test_a_hard_budget_ends_the_session_on_its_third_turn(

@@ -590,7 +590,7 @@ def test_close_with_nothing_under_way_records_nothing() -> None:
                        {"goAway": {"timeLeft": "5s"}}, close=True)  # fmt: skip
     assert ended[-1] == [] and len(meter.records) == 1
     # A turn opened by a bare activity signal, with nothing said or answered, is not a turn.
-    start = {"realtime_input": {"activityStart": {}}}
+    start: dict[str, Any] = {"realtime_input": {"activityStart": {}}}
     meter, ended = run(ask(), text("a"), done(usage(5, 1)), start, close=True)
     assert ended[-1] == [] and [r.index for r in meter.records] == [1]
     meter.feed(ask())

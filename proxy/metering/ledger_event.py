@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,7 +28,8 @@ _UNSAFE = re.compile("[\x00\ud800-\udfff]")
 
 
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like uuid4().hex at a quarter of its cost (no UUID object).
+    return os.urandom(16).hex()
 
 
 @dataclass(slots=True)
