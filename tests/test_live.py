@@ -41,6 +41,7 @@ from tests.conftest import (
 from tests.fakes.live import (
     BAD_KEY,
     FakeLive,
+    GoAway,
     Hold,
     Turn,
     audio_turn,
@@ -629,3 +630,22 @@ def test_serve_refuses_half_a_tls_configuration(
     done = subprocess.run([sys.executable, "-m", "proxy", "serve", *args], env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2 and message in done.stderr + done.stdout
+
+
+async def test_the_upstreams_go_away_and_close_reach_the_client(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    proxy.fake.enqueue(Turn([*text_turn("Hi.").steps, GoAway(time_left=0.2)]))
+    seen: list[types.LiveServerMessage] = []
+    with pytest.raises(genai_errors.APIError) as caught:
+        async with proxy.client().aio.live.connect(model=MODEL, config=TEXT_ONLY) as session:
+            await session.send_client_content(turns=ask("Hello"))
+            seen += await turn_messages(session)
+            async for msg in session.receive():
+                seen.append(msg)
+    assert "".join(m.text or "" for m in seen) == "Hi."
+    assert [m.go_away.time_left for m in seen if m.go_away] == ["0.2s"]
+    assert (caught.value.code, caught.value.details) == (1011, "The operation was aborted.")
+    (row,) = proxy.rows(1)  # the turn had ended: billed in full, nothing cut
+    assert (row["turn"], row["status"], row["error_class"]) == (1, 200, None)
