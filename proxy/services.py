@@ -62,6 +62,7 @@ class Services:
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             max_connections=settings.upstream_max_connections,
+            ca_file=settings.upstream_ca_file,
         )
         upstream = Upstream(sender, settings.upstream_keys, retries=settings.upstream_retries)
         return cls(

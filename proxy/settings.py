@@ -55,8 +55,8 @@ class Settings(BaseSettings):
 
     upstream_ca_file: Path | None = Field(
         default=None,
-        description="PEM file of extra certificate authorities trusted for the upstream (a "
-        "private gateway); unset trusts the system's.",
+        description="PEM file of extra certificate authorities trusted for the upstream, HTTP "
+        "and Live WebSocket alike (a private gateway); unset trusts the system's only.",
     )
 
     # Server

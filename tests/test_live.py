@@ -38,6 +38,8 @@ from tests.conftest import (
     proxy_settings,
     run_sync,
 )
+from tests.fakes.gemini import FakeGemini, text_reply
+from tests.fakes.gemini import usage_metadata as gemini_usage
 from tests.fakes.live import (
     BAD_KEY,
     FakeLive,
@@ -649,3 +651,20 @@ async def test_the_upstreams_go_away_and_close_reach_the_client(
     assert (caught.value.code, caught.value.details) == (1011, "The operation was aborted.")
     (row,) = proxy.rows(1)  # the turn had ended: billed in full, nothing cut
     assert (row["turn"], row["status"], row["error_class"]) == (1, 200, None)
+
+
+def test_upstream_ca_file_is_trusted_for_http_calls_too(tls: Tls, sqlite_url: str) -> None:
+    fake = FakeGemini(api_key=UPSTREAM_KEY)
+    fake.enqueue(text_reply("ok", gemini_usage(7, 2)), action="generateContent")
+    with serve(fake, ssl_certfile=str(tls.cert_path), ssl_keyfile=str(tls.key_path)) as upstream:
+        settings = proxy_settings(
+            sqlite_url, upstream.replace("http://", "https://"), upstream_ca_file=tls.cert_path
+        )
+        key = run_sync(lambda: make_tenant_key(sqlite_url, "team-live"))
+        with serve(create_app(settings)) as url:
+            r = httpx.post(f"{url}/v1beta/models/gemini-2.5-flash:generateContent",
+                           headers={"x-goog-api-key": key},
+                           json={"contents": [{"parts": [{"text": "hi"}]}]})  # fmt: skip
+    assert r.status_code == 200, r.text
+    (row,) = run_sync(lambda: fetch_rows(sqlite_url))
+    assert (row["prompt_tokens"], row["output_tokens"]) == (7, 2)

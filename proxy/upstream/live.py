@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from pathlib import Path
 
 import aiohttp
 
 from ..errors import ConnectError, ConnectTimeout
+from .aiohttp_sender import upstream_ssl
 from .client import KeyPool
 
 __all__ = ["LiveConnection", "LiveUpstream", "live_url"]
@@ -110,12 +110,8 @@ class LiveUpstream:
     def _client(self) -> aiohttp.ClientSession:
         # Made on first use: an aiohttp session belongs to the event loop it was made on.
         if self._session is None:
-            ctx: ssl.SSLContext | bool = True
-            if self._ca_file is not None:
-                ctx = ssl.create_default_context()
-                ctx.load_verify_locations(cafile=str(self._ca_file))
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ctx, limit=0),
+                connector=aiohttp.TCPConnector(ssl=upstream_ssl(self._ca_file), limit=0),
                 skip_auto_headers=("User-Agent",),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
