@@ -668,3 +668,18 @@ def test_upstream_ca_file_is_trusted_for_http_calls_too(tls: Tls, sqlite_url: st
     assert r.status_code == 200, r.text
     (row,) = run_sync(lambda: fetch_rows(sqlite_url))
     assert (row["prompt_tokens"], row["output_tokens"]) == (7, 2)
+
+
+async def test_a_turn_cut_before_any_answer_is_recorded_but_not_billed(
+    live_proxy: Callable[..., LiveProxy],
+) -> None:
+    proxy = live_proxy()
+    proxy.fake.enqueue(Turn([Hold()]))
+    async with proxy.client().aio.live.connect(model=MODEL, config=TEXT_ONLY) as session:
+        await session.send_client_content(turns=ask("Hello there?"))
+        await proxy.fake.await_until(lambda: proxy.fake.sessions[0].turns_played == 1)
+    (row,) = proxy.rows(1)
+    assert (row["turn"], row["status"], row["error_class"]) == (1, 499, "live_client")
+    assert row["estimated"] and row["prompt_tokens"] == math.ceil(len("Hello there?") / 4)
+    assert row["output_tokens"] == 0 and row["priced"] and row["cost_usd"] == 0
+    proxy.fake.release()

@@ -14,7 +14,7 @@ the usage its ``usageMetadata`` reported): one ledger row per turn, carrying the
 and the turn number. A turn the session's end cut short is closed with status 499 and an
 ``error_class`` naming what ended the session (``live_client``, ``live_upstream``,
 ``live_shutdown``...), billed for the usage reported so far, or for an estimate of it
-(``estimated``) if none came. See docs/live.md.
+(``estimated``) if none came while the model was answering. See docs/live.md.
 """
 
 from __future__ import annotations
@@ -380,9 +380,13 @@ class Relay:
             )
 
     def _close_turn(self, call: MeteredCall, record: TurnRecord) -> None:
-        usage = record.usage.to_usage() if record.usage is not None else self._guess(record)
         m = call.meter
-        m.observe_usage(usage)
+        if record.usage is not None:
+            m.observe_usage(record.usage.to_usage())
+        elif record.output_text_chars or record.output_audio_bytes or record.tool_calls:
+            m.observe_usage(self._guess(record))  # cut while answering: billed, estimated
+        else:
+            m.estimate(self._guess(record))  # nothing came back: recorded, not billed
         m.session_id, m.turn = self.id, record.index
         m.detail = {
             "turn_complete": record.complete,
@@ -403,7 +407,8 @@ class Relay:
 
     def _guess(self, record: TurnRecord) -> Usage:
         """A turn the upstream reported no usage for (cut before it): the context window so
-        far, what was said and what was answered, estimated — billed rather than dropped."""
+        far, what was said and what was answered, estimated. Billed if the model had begun
+        to answer (rather than dropped); a turn nothing came back for is not."""
         audio_in = math.ceil(record.input_audio_seconds * AUDIO_TOKENS_PER_SECOND)
         audio_out = math.ceil(
             record.output_audio_bytes / OUTPUT_AUDIO_BYTES_PER_SECOND * AUDIO_TOKENS_PER_SECOND
