@@ -235,6 +235,7 @@ def test_live_usage_modality_parts() -> None:
 def test_to_usage_reads_the_live_output_count() -> None:
     usage = EXPECTED.to_usage()
     assert usage == Usage(prompt_tokens=452, output_tokens=24, audio_prompt_tokens=300,
+                          image_prompt_tokens=60, video_prompt_tokens=40,
                           output_audio_tokens=20)  # fmt: skip
     # Usage.from_metadata reads generateContent's candidatesTokenCount, which Live does not
     # send: read directly, a Live turn would bill no output at all.

@@ -55,6 +55,8 @@ class LedgerEvent:
     retries: int = 0
     resource: str | None = None
     detail: dict[str, Any] | None = None
+    session_id: str | None = None  # a Live session's id; its rows are one per turn
+    turn: int | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: str = field(default_factory=new_event_id)
 

@@ -42,9 +42,11 @@ class CallMeter:
         "response_id",
         "retries",
         "route",
+        "session_id",
         "started",
         "streamed",
         "ttfb",
+        "turn",
         "upstream_seconds",
     )
 
@@ -85,6 +87,9 @@ class CallMeter:
         # token-hours): columns resource and detail of its ledger row.
         self.resource: str | None = None
         self.detail: dict[str, Any] | None = None
+        # A Live session's turn: the session it belongs to and its number (1-based).
+        self.session_id: str | None = None
+        self.turn: int | None = None
 
     def first_byte(self) -> None:
         if self.ttfb is None:
