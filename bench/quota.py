@@ -246,11 +246,10 @@ def replicas(fake: Fake, src: Path, rundir: Path, args: argparse.Namespace,
 def exhaust(fake: Fake, src: Path, rundir: Path, args: argparse.Namespace,
             server: list[int] | None, load: list[int] | None) -> dict[str, Any]:  # fmt: skip
     """A budget for ``calls`` worst cases, two replicas, 64 connections until it is spent."""
-    from proxy.metering.usage import Usage
-
     from proxy.pricing.catalog import Catalog
     from proxy.pricing.cost import compute_cost
     from proxy.quotas.estimate import estimate_call
+    from proxy.usage import Usage
 
     catalog = Catalog.load()
     calls = 200 if args.quick else 2000

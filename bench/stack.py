@@ -54,13 +54,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def snapshot_source(src: Path, dest: Path) -> Path:
-    """Copy the ``proxy`` package of checkout ``src`` into ``dest``; returns the sys.path root."""
+    """Copy the ``proxy`` package of checkout ``src`` into ``dest``, with the Alembic scripts
+    beside it where the checkout keeps them at the top (``migrations/``, found there by
+    ``proxy.db.migrate``); returns the sys.path root."""
     target = dest / "src"
-    shutil.copytree(
-        src / "proxy",
-        target / "proxy",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(src / "proxy", target / "proxy", ignore=ignore)
+    if (src / "migrations" / "env.py").is_file():
+        shutil.copytree(src / "migrations", target / "migrations", ignore=ignore)
     return target
 
 

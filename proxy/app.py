@@ -22,6 +22,7 @@ from . import metrics
 from .admin.routes import create_admin_app, tenant_usage
 from .db.faults import rows_refused
 from .errors import BadRequest, Envelope, ProxyError, ServiceUnavailable, to_response
+from .live import relay as live
 from .logs import configure_logging, install_redaction
 from .middleware import Deadline, ServerMiddleware
 from .native import routes as native
@@ -163,6 +164,7 @@ def create_app(settings: Settings, *, svc: Services | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *live.routes(),
         ]
     )
     _install_error_handlers(admin)

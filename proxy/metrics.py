@@ -157,6 +157,18 @@ OPEN_STREAMS = Gauge(
     "Streamed replies being sent now.",
     multiprocess_mode="livesum",
 )
+LIVE_SESSIONS_OPEN = Gauge(
+    "gemini_meter_live_sessions_open",
+    "Live API (WebSocket) sessions being relayed now.",
+    multiprocess_mode="livesum",
+)
+LIVE_SESSION_DURATION = Histogram(
+    "gemini_meter_live_session_duration_seconds",
+    "Live API session durations, by what ended the session (client, upstream, quota, idle, "
+    "too_big, shutdown, refused, error).",
+    ["reason"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+)
 
 # -- quotas -----------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from . import metrics
 from .auth import KeyCache, client_key
@@ -23,7 +23,7 @@ from .redact import register_secrets
 from .resources import Owners
 from .resources.reconciler import Reconciler
 from .settings import Settings
-from .upstream import AiohttpSender, Sender, Upstream
+from .upstream import AiohttpSender, LiveUpstream, Sender, Upstream
 
 __all__ = ["Services", "authenticate", "services"]
 
@@ -39,6 +39,7 @@ class Services:
     ledger: LedgerWriter
     pipeline: Pipeline
     owners: Owners
+    live: LiveUpstream
     reconciler: Reconciler
     quotas: QuotaService | None = None
     retention: Retention | None = None
@@ -64,6 +65,7 @@ class Services:
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             max_connections=settings.upstream_max_connections,
+            ca_file=settings.upstream_ca_file,
         )
         upstream = Upstream(sender, settings.upstream_keys, retries=settings.upstream_retries)
         pipeline = Pipeline(
@@ -85,6 +87,13 @@ class Services:
             ledger=ledger,
             pipeline=pipeline,
             owners=Owners(sessionmaker, timeout=settings.resource_lookup_timeout),
+            live=LiveUpstream(
+                settings.upstream_url,
+                upstream.keys,
+                connect_timeout=settings.upstream_connect_timeout,
+                max_message_bytes=settings.live_max_message_bytes,
+                ca_file=settings.upstream_ca_file,
+            ),
             reconciler=Reconciler(
                 sessionmaker,
                 poll=resource_meter.poll,
@@ -115,6 +124,7 @@ class Services:
             await self.retention.stop()
         await self.keys.stop()
         await self.upstream.aclose()
+        await self.live.aclose()
         if self.quotas is not None:
             await self.quotas.aclose()  # settles what is in flight, before the engine goes
         await self.ledger.stop()
@@ -129,13 +139,14 @@ def quota_hooks() -> QuotaHooks:
     )  # fmt: skip
 
 
-def services(request: Request) -> Services:
+def services(request: HTTPConnection) -> Services:
     svc: Services = request.app.state.services
     return svc
 
 
-async def authenticate(request: Request) -> tuple[Services, Caller]:
-    """The process's services and who is calling, from the key the request carries."""
+async def authenticate(request: HTTPConnection) -> tuple[Services, Caller]:
+    """The process's services and who is calling, from the key the request (or WebSocket
+    handshake) carries."""
     svc = services(request)
     caller = await svc.keys.authenticate(client_key(request.headers, request.query_params))
     return svc, caller

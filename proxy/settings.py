@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         "only before the first byte reached the client.",
     )
 
+    upstream_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of extra certificate authorities trusted for the upstream, HTTP "
+        "and Live WebSocket alike (a private gateway); unset trusts the system's only.",
+    )
+
     # Server
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8080, description="Port to listen on.")
@@ -75,6 +81,32 @@ class Settings(BaseSettings):
         description="Seconds in-flight calls and streams get to finish on SIGTERM before they "
         "are cut (their rows are still written).",
     )
+    ssl_certfile: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve HTTPS and wss:// with; the Live API's "
+        "SDK always dials wss://. Unset serves plain HTTP (TLS at an ingress).",
+    )
+    ssl_keyfile: Path | None = Field(default=None, description="PEM private key of ssl_certfile.")
+
+    # Live API (WebSocket)
+    live_idle_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds a Live session may pass without a message either way before the "
+        "proxy closes it (1000, 'idle timeout').",
+    )
+    live_max_message_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="Largest Live API message relayed, either way, in bytes; a larger one "
+        "closes the session (1009).",
+    )
+    live_setup_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a Live client has to send its setup message after connecting.",
+    )
+
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token for the admin API; unset or empty disables it, and `serve` "

@@ -102,6 +102,10 @@ class Usage:
         chat=("prompt_tokens_details.audio_tokens",),
     )  # fmt: skip
     cached_audio_tokens: int = _kind(("cacheTokensDetails", "AUDIO"))
+    # Image and video parts of the prompt: the Live API prices them apart from text
+    # (input_image_video); other models bill them at the input rate with the text.
+    image_prompt_tokens: int = _kind(("promptTokensDetails", "IMAGE"))
+    video_prompt_tokens: int = _kind(("promptTokensDetails", "VIDEO"))
     output_image_tokens: int = _kind(("candidatesTokensDetails", "IMAGE"))
     output_audio_tokens: int = _kind(
         ("candidatesTokensDetails", "AUDIO"), chat=("completion_tokens_details.audio_tokens",)

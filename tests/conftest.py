@@ -46,7 +46,7 @@ E2E_FIXTURES = frozenset(
 )  # fmt: skip
 E2E_MODULES = frozenset(
     {"test_cli", "test_dashboards", "test_deploy", "test_fake_gemini", "test_fuzz",
-     "test_gc_tuning", "test_quota_manage", "test_quota_store", "test_reliability",
+     "test_gc_tuning", "test_live", "test_quota_manage", "test_quota_store", "test_reliability",
      "test_tcpcut"}
 )  # fmt: skip
 

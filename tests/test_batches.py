@@ -67,7 +67,8 @@ def resource(url: str, name: str) -> Resource | None:
         engine = make_engine(url)
         try:
             async with make_sessionmaker(engine)() as session:
-                return await session.get(Resource, name)
+                row: Resource | None = await session.get(Resource, name)
+                return row
         finally:
             await engine.dispose()
 
@@ -167,14 +168,14 @@ def test_a_crash_between_the_rows_and_the_mark_doubles_nothing(
     fast_proxy = start_proxy(db_url, **FAST)
     fast_proxy.fake.resources.batches.polls_per_state = 0  # done at the first poll
     with sdk(fast_proxy) as client:
-        job = client.batches.create(model=MODEL, src=REQUESTS)
-    assert job.name
-    first = metered_rows(fast_proxy, job.name, 2)
+        name = client.batches.create(model=MODEL, src=REQUESTS).name
+    assert name
+    first = metered_rows(fast_proxy, name, 2)
     url = fast_proxy.settings.database_url
     # As if the replica died after queueing the rows, before setting metered_at.
-    set_resource(url, job.name, metered_at=None, claimed_until=None, claimed_by=None)
-    assert wait_for(lambda: (r := resource(url, job.name)) is not None and r.metered_at)
-    again = metered_rows(fast_proxy, job.name, 2)
+    set_resource(url, name, metered_at=None, claimed_until=None, claimed_by=None)
+    assert wait_for(lambda: (r := resource(url, name)) is not None and r.metered_at)
+    again = metered_rows(fast_proxy, name, 2)
     assert [r["id"] for r in again] == [r["id"] for r in first] and len(again) == 2
 
 
@@ -284,12 +285,12 @@ def test_a_batch_holds_its_worst_case_until_metered_then_its_real_cost(
     fake.resources.batches.polls_per_state = None
     run_sync(lambda: add_policy(url, fast_proxy.tenant, budget_usd=Decimal("0.05"), period="day"))
     assert budget_used(fast_proxy) == 0  # (the policy is loaded)
-    big = [{"contents": "x", "config": {"max_output_tokens": 60_000}}] * 10
+    big: list[Any] = [{"contents": "x", "config": {"max_output_tokens": 60_000}}] * 10
     with pytest.raises(genai_errors.ClientError) as err:
         client.batches.create(model=MODEL, src=big)
     assert err.value.code == 429 and not fake.calls("batchGenerateContent")
 
-    small = [{"contents": "x", "config": {"max_output_tokens": 100}}] * 2
+    small: list[Any] = [{"contents": "x", "config": {"max_output_tokens": 100}}] * 2
     job = client.batches.create(model=MODEL, src=small)
     assert job.name
     row = resource(url, job.name)
@@ -349,9 +350,9 @@ def test_a_batch_gone_upstream_is_closed_with_no_rows(
 ) -> None:
     fake = fast_proxy.fake
     fake.resources.batches.polls_per_state = None
-    job = client.batches.create(model=MODEL, src=REQUESTS)
-    assert job.name
-    del fake.resources.batches.batches[job.name]  # deleted behind the proxy's back
+    name = client.batches.create(model=MODEL, src=REQUESTS).name
+    assert name
+    del fake.resources.batches.batches[name]  # deleted behind the proxy's back
     url = fast_proxy.settings.database_url
-    assert wait_for(lambda: (r := resource(url, job.name)) is not None and r.metered_at)
+    assert wait_for(lambda: (r := resource(url, name)) is not None and r.metered_at)
     assert not [r for r in fast_proxy.rows(0) if r["operation"] == "batchGenerateContent"]

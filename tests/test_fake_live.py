@@ -365,8 +365,8 @@ async def test_tool_call_round_trip(served: tuple[FakeLive, str], tls: Tls) -> N
     # One turn for the meter, billed for both generations.
     (record,) = metered(rec)
     assert (record.generations, record.tool_calls) == (2, 1)
-    call, answer = live_usage(call_usage), live_usage(answer_usage)
-    assert call is not None and answer is not None and record.usage == call + answer
+    called, answered = live_usage(call_usage), live_usage(answer_usage)
+    assert called is not None and answered is not None and record.usage == called + answered
 
 
 async def test_upstream_closing_mid_turn_surfaces_code_and_reason(

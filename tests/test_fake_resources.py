@@ -82,8 +82,15 @@ def small_chunks(fake: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> int:
     return size
 
 
+def named(resource: Any) -> str:
+    """A resource's name, which the SDK's types leave optional."""
+    assert isinstance(resource.name, str)
+    return resource.name
+
+
 def upload(client: genai.Client, data: bytes, mime: str = "text/plain", **config: Any) -> Any:
-    return client.files.upload(file=io.BytesIO(data), config={"mime_type": mime, **config})
+    config_ = types.UploadFileConfig(mime_type=mime, **config)
+    return client.files.upload(file=io.BytesIO(data), config=config_)
 
 
 def start_upload(http: httpx.Client, size: int, mime: str = "text/plain") -> str:
@@ -266,7 +273,7 @@ def test_multipart_and_raw_uploads(http: httpx.Client) -> None:
 def test_sdk_files_get_list_in_pages_delete(client: genai.Client, fake: FakeGemini) -> None:
     names = [upload(client, f"file {i}".encode()).name for i in range(3)]
 
-    listed = [f.name for f in client.files.list(config={"page_size": 2})]
+    listed = [named(f) for f in client.files.list(config={"page_size": 2})]
 
     assert sorted(listed) == sorted(names)
     pages = fake.calls("files.list")
@@ -279,7 +286,7 @@ def test_sdk_files_get_list_in_pages_delete(client: genai.Client, fake: FakeGemi
     with pytest.raises(genai_errors.ClientError) as err:
         client.files.get(name=names[0])
     assert err.value.code == 403 and "or it may not exist" in str(err.value.message)
-    assert sorted(f.name for f in client.files.list()) == sorted(names[1:])
+    assert sorted(named(f) for f in client.files.list()) == sorted(names[1:])
 
 
 def test_a_file_is_usable_once_active_and_gone_after_48_hours(
@@ -352,7 +359,7 @@ def test_sdk_cache_lifecycle(client: genai.Client, fake: FakeGemini, clock: list
     assert (patch.method, patch.query, orjson.loads(patch.body)) == ("PATCH", {}, {"ttl": "7200s"})
     assert updated.expire_time == T0 + timedelta(seconds=300 + 7200)
     assert updated.update_time == T0 + timedelta(seconds=300)
-    assert [c.name for c in client.caches.list()] == [cache.name]
+    assert [named(c) for c in client.caches.list()] == [cache.name]
 
     client.caches.delete(name=cache.name)
 
@@ -373,7 +380,7 @@ def test_a_cache_ends_at_its_expire_time(
     http: httpx.Client, clock: list[datetime], fake: FakeGemini
 ) -> None:
     at = T0 + timedelta(minutes=5)
-    body = {
+    body: dict[str, Any] = {
         "model": f"models/{MODEL}",
         "contents": [{"role": "user", "parts": [{"text": BIG_TEXT}]}],
         "expireTime": at.isoformat().replace("+00:00", "Z"),
@@ -498,10 +505,10 @@ def test_sdk_batch_with_inline_requests_polled_to_done(
     assert job.name and job.name.startswith("batches/") and job.state == "JOB_STATE_PENDING"
     assert (job.model, job.display_name) == (f"models/{MODEL}", "nightly")
 
-    states = [client.batches.get(name=job.name).state for _ in range(3)]
+    states = [client.batches.get(name=named(job)).state for _ in range(3)]
     assert states == ["JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED", "JOB_STATE_SUCCEEDED"]
 
-    done = client.batches.get(name=job.name)
+    done = client.batches.get(name=named(job))
     assert done.dest and done.dest.inlined_responses and done.end_time
     results = done.dest.inlined_responses
     assert [r.metadata for r in results] == [{"key": "first"}, {"key": "second"}]
@@ -530,9 +537,9 @@ def test_sdk_batch_from_an_input_file_writes_a_results_file(
     assert orjson.loads(fake.calls("batchGenerateContent")[0].body)["batch"]["inputConfig"] == {
         "fileName": source.name
     }
-    assert client.batches.get(name=job.name).state == "JOB_STATE_PENDING"  # no auto progress
-    fake.resources.batches.finish(job.name)
-    done = client.batches.get(name=job.name)
+    assert client.batches.get(name=named(job)).state == "JOB_STATE_PENDING"  # no auto progress
+    fake.resources.batches.finish(named(job))
+    done = client.batches.get(name=named(job))
 
     assert done.state == "JOB_STATE_SUCCEEDED" and done.dest and done.dest.file_name
     results = client.files.download(file=done.dest.file_name)
@@ -548,7 +555,7 @@ def test_sdk_batch_from_an_input_file_writes_a_results_file(
 def test_batch_requests_can_name_caches_and_files(client: genai.Client, http: httpx.Client) -> None:
     cache = client.caches.create(model=MODEL, config={"contents": [BIG_TEXT]})
     missing = "https://generativelanguage.googleapis.com/v1beta/files/nosuchfile"
-    inline = [
+    inline: Any = [
         {"contents": [{"parts": [{"text": "hi"}]}], "config": {"cached_content": cache.name}},
         {
             "contents": [
@@ -557,7 +564,7 @@ def test_batch_requests_can_name_caches_and_files(client: genai.Client, http: ht
         },
     ]
     job = client.batches.create(model=MODEL, src=inline)
-    while (done := client.batches.get(name=job.name)).state != "JOB_STATE_SUCCEEDED":
+    while (done := client.batches.get(name=named(job))).state != "JOB_STATE_SUCCEEDED":
         pass
 
     assert done.dest and done.dest.inlined_responses
@@ -573,10 +580,10 @@ def test_batches_cancel_delete_and_list(
     client: genai.Client, fake: FakeGemini, http: httpx.Client
 ) -> None:
     fake.resources.batches.polls_per_state = None
-    src = [{"contents": [{"parts": [{"text": "x"}]}]}]
-    names = [client.batches.create(model=MODEL, src=src).name for _ in range(3)]
+    src: Any = [{"contents": [{"parts": [{"text": "x"}]}]}]
+    names = [named(client.batches.create(model=MODEL, src=src)) for _ in range(3)]
 
-    listed = [b.name for b in client.batches.list(config={"page_size": 2})]
+    listed = [named(b) for b in client.batches.list(config={"page_size": 2})]
     assert sorted(listed) == sorted(names) and len(fake.calls("batches.list")) == 2
 
     client.batches.cancel(name=names[0])
@@ -596,7 +603,7 @@ def test_batches_cancel_delete_and_list(
     with pytest.raises(genai_errors.ClientError) as err:
         client.batches.get(name=names[2])
     assert err.value.code == 404
-    assert sorted(b.name for b in client.batches.list()) == sorted(names[:2])
+    assert sorted(named(b) for b in client.batches.list()) == sorted(names[:2])
 
 
 def test_a_responder_scripts_batch_results(client: genai.Client, fake: FakeGemini) -> None:
@@ -607,8 +614,9 @@ def test_a_responder_scripts_batch_results(client: genai.Client, fake: FakeGemin
 
     fake.resources.batches.responder = responder
     fake.resources.batches.polls_per_state = 0  # done at the first poll
-    job = client.batches.create(model=MODEL, src=[{"contents": "a"}, {"contents": "b"}])
-    done = client.batches.get(name=job.name)
+    src: Any = [{"contents": "a"}, {"contents": "b"}]
+    job = client.batches.create(model=MODEL, src=src)
+    done = client.batches.get(name=named(job))
     assert done.dest and done.dest.inlined_responses
     ok, failed = done.dest.inlined_responses
     assert ok.response and ok.response.usage_metadata
@@ -625,7 +633,7 @@ def test_sdk_async_batch_embeddings(client: genai.Client, fake: FakeGemini) -> N
         )
     assert fake.calls("asyncBatchEmbedContent")
     fake.resources.batches.finish(job.name or "")
-    done = client.batches.get(name=job.name or "")
+    done = client.batches.get(name=named(job) or "")
     assert done.dest and done.dest.inlined_embed_content_responses
     counts = [
         r.response.token_count for r in done.dest.inlined_embed_content_responses if r.response
@@ -643,7 +651,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 def test_imagen_predict(http: httpx.Client, fake: FakeGemini) -> None:
     path = "/v1beta/models/imagen-4.0-generate-001:predict"
-    body = {
+    body: dict[str, Any] = {
         "instances": [{"prompt": "a red boat"}],
         "parameters": {"sampleCount": 3, "aspectRatio": "16:9"},
     }
@@ -716,7 +724,7 @@ def test_veo_operation_polled_over_rest_and_by_the_sdk(
     http: httpx.Client, client: genai.Client, fake: FakeGemini
 ) -> None:
     fake.resources.media.polls_until_done = 2
-    body = {
+    body: dict[str, Any] = {
         "instances": [{"prompt": "waves"}],
         "parameters": {"durationSeconds": 6, "aspectRatio": "9:16", "sampleCount": 2},
     }
@@ -737,7 +745,8 @@ def test_veo_operation_polled_over_rest_and_by_the_sdk(
     video = http.get(file_path)  # the URI's own path and query (alt=media) on the fake
     assert video.headers["content-type"] == "video/mp4" and video.content.startswith(b"\x00\x00")
 
-    op = client.operations.get(types.GenerateVideosOperation(name=name))
+    pending = types.GenerateVideosOperation(name=name)  # type: ignore[call-arg]
+    op = client.operations.get(pending)
     assert op.done and op.result and op.result.generated_videos
     sdk_video = op.result.generated_videos[0].video
     assert sdk_video and sdk_video.uri == uri

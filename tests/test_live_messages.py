@@ -235,6 +235,7 @@ def test_live_usage_modality_parts() -> None:
 def test_to_usage_reads_the_live_output_count() -> None:
     usage = EXPECTED.to_usage()
     assert usage == Usage(prompt_tokens=452, output_tokens=24, audio_prompt_tokens=300,
+                          image_prompt_tokens=60, video_prompt_tokens=40,
                           output_audio_tokens=20)  # fmt: skip
     # Usage.from_metadata reads generateContent's candidatesTokenCount, which Live does not
     # send: read directly, a Live turn would bill no output at all.
@@ -589,7 +590,7 @@ def test_close_with_nothing_under_way_records_nothing() -> None:
                        {"goAway": {"timeLeft": "5s"}}, close=True)  # fmt: skip
     assert ended[-1] == [] and len(meter.records) == 1
     # A turn opened by a bare activity signal, with nothing said or answered, is not a turn.
-    start = {"realtime_input": {"activityStart": {}}}
+    start: dict[str, Any] = {"realtime_input": {"activityStart": {}}}
     meter, ended = run(ask(), text("a"), done(usage(5, 1)), start, close=True)
     assert ended[-1] == [] and [r.index for r in meter.records] == [1]
     meter.feed(ask())

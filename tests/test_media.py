@@ -169,7 +169,8 @@ def test_veo_is_metered_once_when_done_and_its_operation_is_the_tenants(
         assert done["done"] is True
     options = genai_types.HttpOptions(base_url=proxy.url)  # google-genai polls it under /v1
     with genai.Client(api_key=proxy.key, http_options=options) as sdk:
-        op = sdk.operations.get(genai_types.GenerateVideosOperation(name=name))
+        pending = genai_types.GenerateVideosOperation(name=name)  # type: ignore[call-arg]
+        op = sdk.operations.get(pending)
         assert op.done and op.result and op.result.generated_videos
         assert len(op.result.generated_videos) == 1
     created = [r for r in proxy.rows(0) if r["operation"] == "videos.create"]

@@ -123,6 +123,7 @@ def test_gauges_declare_how_workers_add_up() -> None:
     assert modes == {
         "gemini_meter_in_flight_requests": "livesum",
         "gemini_meter_open_streams": "livesum",
+        "gemini_meter_live_sessions_open": "livesum",
         "gemini_meter_ledger_queue_depth": "livesum",
         "gemini_meter_quota_pending_batches": "livesum",
         "gemini_meter_quota_use_ratio": "livemostrecent",

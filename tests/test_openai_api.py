@@ -259,10 +259,10 @@ def test_langchain_embeddings_with_defaults(
 
     monkeypatch.setattr(openai.resources.embeddings.Embeddings, "create", spy)
     texts = ["The proxy meters every call.", "Gemini ist schnell — 日本語 🎉"]
-    embedder = OpenAIEmbeddings(
+    embedder = OpenAIEmbeddings(  # type: ignore[call-arg]  # pydantic aliases
         model="gemini-embedding-001",
         base_url=f"{proxy.url}/v1",
-        api_key=proxy.key,  # type: ignore[arg-type]
+        api_key=proxy.key,
         max_retries=0,
     )
     vectors = embedder.embed_documents(texts)

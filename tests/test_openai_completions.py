@@ -211,7 +211,10 @@ def test_stream_chunks() -> None:
     ]
     assert t.finish() == []
     # As the SDK reads streamed chunks (construct_type: no validation, finish_reason may be null).
-    parsed = [construct_type(type_=Completion, value=orjson.loads(orjson.dumps(c))) for c in chunks]
+    parsed: list[Completion] = [
+        construct_type(type_=Completion, value=orjson.loads(orjson.dumps(c)))  # type: ignore[misc]
+        for c in chunks
+    ]
     got = [(ch.index, ch.text, ch.finish_reason) for c in parsed for ch in c.choices]
     assert got == [
         (0, "Hel", None),

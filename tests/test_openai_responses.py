@@ -686,7 +686,7 @@ def test_web_search_grounding_becomes_search_call_and_citations() -> None:
     r = respond(reply([{"text": "Yes. Paris is the capital."}], groundingMetadata=GROUNDING), c)
     search, message = r.output
     assert search.type == "web_search_call" and search.status == "completed"
-    assert search.action.type == "search" and search.action.query == "capital of France"  # type: ignore[union-attr]
+    assert search.action.type == "search" and search.action.query == "capital of France"
     assert message.type == "message"
     notes = message.content[0].annotations  # type: ignore[union-attr]
     assert [(n.start_index, n.end_index, n.url) for n in notes] == [  # type: ignore[union-attr]
@@ -741,7 +741,7 @@ def test_conversation_after_continues_with_previous_response_id() -> None:
 
 # --- streaming -----------------------------------------------------------------------------------
 
-EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
+EVENT: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
 
 
 def chunk(
@@ -872,7 +872,7 @@ def test_reasoning_summary_stream() -> None:
 def test_max_tokens_stream_ends_incomplete() -> None:
     events = translate([chunk([{"text": "cut"}], "MAX_TOKENS", usage=usage_md(3, 1))])
     assert events[-1]["type"] == "response.incomplete"
-    response = EVENT.validate_python(events[-1]).response  # type: ignore[union-attr]
+    response = EVENT.validate_python(events[-1]).response
     assert (
         response.status == "incomplete"
         and response.incomplete_details.reason == "max_output_tokens"
@@ -914,7 +914,7 @@ def test_error_midway_fails_the_response_and_keeps_usage() -> None:
     assert t.fail({}) == [] and t.finish() == []
     failed = EVENT.validate_python(orjson.loads(orjson.dumps(events[-1])))
     assert failed.type == "response.failed"
-    assert failed.response.status == "failed" and failed.response.error.code == "server_error"  # type: ignore[union-attr]
+    assert failed.response.status == "failed" and failed.response.error.code == "server_error"
     assert t.usage is not None and t.usage.prompt_tokens == 7
     state: ResponseStreamState[Any] = ResponseStreamState(
         input_tools=openai.omit, text_format=openai.omit

@@ -408,6 +408,28 @@ CASES = [
         per_million((1_000, "3"), (1_000, "12")),  # 0.015
     ),
     Case(
+        # promptTokensDetails count image and video apart: the Live rates by modality.
+        "vertex/2.5-flash-live/text-audio-image-video",
+        "vertex-ai",
+        "gemini-live-2.5-flash",
+        Usage(
+            prompt_tokens=1_000,
+            audio_prompt_tokens=300,
+            image_prompt_tokens=100,
+            video_prompt_tokens=200,
+            output_tokens=50,
+        ),
+        per_million((400, "0.5"), (300, "3"), (300, "3"), (50, "2")),
+        lines={"input": 400, "input_audio": 300, "input_image_video": 300, "output": 50},
+    ),
+    Case(
+        "gemini/2.0-flash-live/text-only",
+        "gemini-api",
+        "gemini-2.0-flash-live-001",
+        Usage(prompt_tokens=1_000, output_tokens=100),
+        per_million((1_000, "0.35"), (100, "1.5")),
+    ),
+    Case(
         # 0.00001875 $/1k chars x 4 chars/token = 0.075 $/1M tokens; output 0.000075 -> 0.30.
         "vertex/1.5-flash/characters",
         "vertex-ai",
@@ -557,8 +579,6 @@ REFUSALS = [
      Usage(prompt_tokens=10, cached_tokens=5), False, MissingRate, "no cached_input"),
     ("vertex/1.0-pro/image-and-text-inseparable", "vertex-ai", "gemini-1.0-pro",
      Usage(prompt_tokens=10, output_tokens=1), False, UnmeterableUsage, "image, video"),
-    ("vertex/live/text-vs-image", "vertex-ai", "gemini-live-2.5-flash",
-     Usage(prompt_tokens=10), False, UnmeterableUsage, "image, video"),
     ("vertex/image-generation/video-rate", "vertex-ai", "gemini-2.0-flash-preview-image-generation",
      Usage(prompt_tokens=10), False, UnmeterableUsage, "video"),
     ("vertex/image-generation/no-batch", "vertex-ai", "gemini-2.0-flash-preview-image-generation",

@@ -159,6 +159,9 @@ class UsageEvent(Base):
         # The stored resource a row concerns, and what it measured besides tokens (issue 20).
         Column("resource", String(256)),
         Column("detail", JSON),
+        # A Live API session's rows, one per turn (issue 21): the session and the turn's number.
+        Column("session_id", String(64)),
+        Column("turn", Integer),
         Index("ix_usage_events_tenant_created", "tenant_id", "created_at"),
         Index("ix_usage_events_created", "created_at"),
     )

@@ -214,8 +214,8 @@ class LiveUsage:
         return LiveUsage(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
 
     def to_usage(self) -> Usage:
-        """The proxy's :class:`Usage`. It has no prompt image/video count: those tokens stay in
-        ``prompt_tokens`` with the text, although Live prices them at another rate."""
+        """The proxy's :class:`Usage`: the image and video parts of the prompt are counted apart
+        from the text, which Live prices at another rate (``input_image_video``)."""
         return Usage(
             prompt_tokens=self.prompt_tokens,
             cached_tokens=self.cached_tokens,
@@ -224,6 +224,8 @@ class LiveUsage:
             tool_use_prompt_tokens=self.tool_use_prompt_tokens,
             audio_prompt_tokens=self.audio_prompt_tokens,
             cached_audio_tokens=self.cached_audio_tokens,
+            image_prompt_tokens=self.prompt_image_tokens,
+            video_prompt_tokens=self.prompt_video_tokens,
             output_image_tokens=self.response_image_tokens,
             output_audio_tokens=self.response_audio_tokens,
         )
@@ -569,6 +571,16 @@ class TurnMeter:
         turn.index, turn.usage, turn.complete = self._index, self._settled, complete
         self._open, self._settled = None, None
         return turn
+
+    @property
+    def in_turn(self) -> bool:
+        """A turn is under way (input or output since the last turn ended)."""
+        return self._open is not None
+
+    @property
+    def unfinished(self) -> int:
+        """Turns begun and not yet returned: the one under way and a held one."""
+        return (self._open is not None) + (self._held is not None)
 
     def client(self, msg: ClientInput) -> None:
         """Note a client message (its input belongs to the turn being built)."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-import uuid
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,7 +37,8 @@ _UNSAFE = re.compile("[\x00\ud800-\udfff]")
 
 
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like uuid4().hex at a quarter of its cost (no UUID object).
+    return os.urandom(16).hex()
 
 
 def derived_event_id(*parts: str | int) -> str:
@@ -75,6 +76,8 @@ class LedgerEvent:
     retries: int = 0
     resource: str | None = None
     detail: dict[str, Any] | None = None
+    session_id: str | None = None  # a Live session's id; its rows are one per turn
+    turn: int | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: str = field(default_factory=new_event_id)
 

@@ -43,9 +43,11 @@ class CallMeter:
         "response_id",
         "retries",
         "route",
+        "session_id",
         "started",
         "streamed",
         "ttfb",
+        "turn",
         "upstream_seconds",
     )
 
@@ -89,6 +91,9 @@ class CallMeter:
         # A row that may be recorded twice (metered again after a crash) names its own id
         # (ledger_event.derived_event_id); None: a random one.
         self.event_id: str | None = None
+        # A Live session's turn: the session it belongs to and its number (1-based).
+        self.session_id: str | None = None
+        self.turn: int | None = None
 
     def first_byte(self) -> None:
         if self.ttfb is None:

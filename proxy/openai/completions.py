@@ -40,6 +40,7 @@ from proxy.openai.validate import (
     req_list,
     req_object,
     req_str,
+    unknown_parameter,
 )
 from proxy.usage import Usage, sum_usage
 from proxy.wire.openai import FinishReason
@@ -98,11 +99,7 @@ def _check_parameters(body: Mapping[str, Any], n: int) -> None:
                     code="unsupported_parameter",
                 )
         elif name not in TRANSLATED_PARAMETERS:
-            raise BadRequest(
-                f"Unrecognized request argument supplied: {name}",
-                param=name,
-                code="unknown_parameter",
-            )
+            raise unknown_parameter(name)
 
 
 def _prompts(value: Any) -> list[str]:

@@ -28,7 +28,15 @@ from typing import Any, Final, Literal, cast
 from proxy.errors import BadRequest, UpstreamError
 from proxy.metering.ledger_event import END_USER_MAX_LENGTH
 from proxy.openai.tokens import decode_token_arrays, is_token_input, token_arrays
-from proxy.openai.validate import opt_int, opt_str, opt_text, req_list, req_object, req_str
+from proxy.openai.validate import (
+    opt_int,
+    opt_str,
+    opt_text,
+    req_list,
+    req_object,
+    req_str,
+    unknown_parameter,
+)
 from proxy.wire.gemini import BatchEmbedContentsRequest, EmbedContentRequest
 from proxy.wire.openai import CreateEmbeddingResponse, Embedding
 
@@ -89,11 +97,7 @@ def embeddings_request_to_gemini(body: Any) -> EmbeddingsCall:
     obj = req_object(body, "body")
     for name in obj:
         if name not in _FIELDS:
-            raise BadRequest(
-                f"Unrecognized request argument supplied: {name}",
-                param=name,
-                code="unknown_parameter",
-            )
+            raise unknown_parameter(name)
     model = req_str(obj.get("model"), "model", non_empty=True)
     inputs = _inputs(obj.get("input"))
     dimensions = opt_int(obj.get("dimensions"), "dimensions", minimum=1)

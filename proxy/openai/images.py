@@ -28,7 +28,15 @@ from typing import Any, Final
 
 from proxy.errors import BadRequest, UpstreamError
 from proxy.metering.ledger_event import END_USER_MAX_LENGTH
-from proxy.openai.validate import opt_bool, opt_int, opt_str, opt_text, req_object, req_str
+from proxy.openai.validate import (
+    opt_bool,
+    opt_int,
+    opt_str,
+    opt_text,
+    req_object,
+    req_str,
+    unknown_parameter,
+)
 from proxy.pricing.media import image_count
 
 __all__ = [
@@ -101,11 +109,7 @@ def images_request_to_imagen(body: Any) -> ImagesCall:
     obj = req_object(body, "body")
     for name in obj:
         if name not in _FIELDS:
-            raise BadRequest(
-                f"Unrecognized request argument supplied: {name}",
-                param=name,
-                code="unknown_parameter",
-            )
+            raise unknown_parameter(name)
     model = req_str(obj.get("model"), "model", non_empty=True)
     prompt = req_str(obj.get("prompt"), "prompt", non_empty=True)
     n = opt_int(obj.get("n"), "n", minimum=1) or 1

@@ -19,7 +19,14 @@ from typing import Any, Final
 
 from proxy.errors import BadRequest
 from proxy.openai.schema import response_format_to_gemini
-from proxy.openai.validate import opt_int, opt_number, opt_object, req_list, req_str
+from proxy.openai.validate import (
+    opt_int,
+    opt_number,
+    opt_object,
+    req_list,
+    req_str,
+    unknown_parameter,
+)
 from proxy.wire.gemini import GenerationConfig
 
 __all__ = [
@@ -112,11 +119,7 @@ def google_extension(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
     extra = opt_object(body.get("extra_body"), "extra_body") or {}
     for key in extra:
         if key != "google":
-            raise BadRequest(
-                f"Unrecognized request argument supplied: extra_body.{key}",
-                param=f"extra_body.{key}",
-                code="unknown_parameter",
-            )
+            raise unknown_parameter(f"extra_body.{key}")
     return opt_object(extra.get("google"), "extra_body.google") or {}, "extra_body.google"
 
 
@@ -126,8 +129,4 @@ def check_parameters(body: Mapping[str, Any]) -> None:
         if name in REFUSED_PARAMETERS:
             _unsupported(name, value)
         elif name not in TRANSLATED_PARAMETERS and name not in DROPPED_PARAMETERS:
-            raise BadRequest(
-                f"Unrecognized request argument supplied: {name}",
-                param=name,
-                code="unknown_parameter",
-            )
+            raise unknown_parameter(name)

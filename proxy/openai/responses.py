@@ -69,6 +69,7 @@ from proxy.openai.validate import (
     req_list,
     req_object,
     req_str,
+    unknown_parameter,
 )
 from proxy.usage import Usage, openai_usage_counts
 from proxy.wire.gemini import Content, FunctionCallingConfig, GenerateContentRequest, Part, Tool
@@ -471,11 +472,7 @@ def _check_parameters(body: Mapping[str, Any]) -> None:
                 code="unsupported_parameter",
             )
         if name not in TRANSLATED_PARAMETERS and name not in DROPPED_PARAMETERS:
-            raise BadRequest(
-                f"Unrecognized request argument supplied: {name}",
-                param=name,
-                code="unknown_parameter",
-            )
+            raise unknown_parameter(name)
     include = body.get("include")
     for i, value in enumerate([] if include is None else req_list(include, "include")):
         if req_str(value, f"include[{i}]") == "message.output_text.logprobs":

@@ -107,6 +107,13 @@ def opt_text(value: Any, param: str, *, max_length: int) -> str | None:
     return text
 
 
+def unknown_parameter(name: str) -> BadRequest:
+    """OpenAI's 400 for a request argument the API does not have."""
+    return BadRequest(
+        f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter"
+    )
+
+
 def _invalid(param: str, message: str, code: str) -> BadRequest:
     return BadRequest(f"Invalid '{param}': {message}", param=param, code=code)
 

@@ -110,6 +110,23 @@ class Pipeline:
             end_user=end_user, admission=admission,
         )  # fmt: skip
 
+    async def admit_only(
+        self,
+        caller: Caller,
+        *,
+        model: ModelId,
+        operation: str,
+        estimate: Estimate,
+    ) -> None:
+        """Admit against the tenant's quotas without opening a call, counted as one request:
+        a Live session at connect (RPM, allowed models, a budget with no room for a turn).
+        Its calls (turns) are admitted one by one later; nothing stays held."""
+        if self.quotas is not None:
+            admission = await self.quotas.admit(
+                caller, model=model, request={}, operation=operation, estimate=estimate
+            )
+            self.quotas.settle(admission, cost_usd=Decimal(0), tokens=0)
+
     def open(
         self,
         caller: Caller,
@@ -204,6 +221,8 @@ def _event(
         retries=meter.retries,
         resource=meter.resource,
         detail=meter.detail,
+        session_id=meter.session_id,
+        turn=meter.turn,
         id=meter.event_id or new_event_id(),
     )
 

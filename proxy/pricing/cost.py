@@ -113,7 +113,8 @@ class PricedCall:
 class _Counts:
     """Usage cut into disjoint parts, each billed at one rate."""
 
-    fresh_other: int  # prompt tokens not from the cache, not audio
+    fresh_other: int  # prompt tokens not from the cache, not audio (nor image/video, if apart)
+    fresh_visual: int  # prompt image and video tokens, where the price bills them apart
     fresh_audio: int
     cached_other: int
     cached_audio: int
@@ -124,7 +125,7 @@ class _Counts:
     thinking: int
 
 
-def _split(u: Usage) -> _Counts:
+def _split(u: Usage, visual_apart: bool = False) -> _Counts:
     # cached is part of prompt, audio part of prompt, cached audio part of both; images and audio
     # part of the candidates. Clamp so inconsistent counts can never bill a negative amount.
     prompt = u.prompt_tokens
@@ -136,8 +137,15 @@ def _split(u: Usage) -> _Counts:
     cached_audio = cached - cached_other
     out_image = min(u.output_image_tokens, u.output_tokens)
     out_audio = min(u.output_audio_tokens, u.output_tokens - out_image)
+    fresh_other = prompt - audio - cached_other
+    # The Live API's promptTokensDetails count image and video apart from text (and Live has
+    # no context cache): with an input_image_video rate they leave the text's share.
+    visual = 0
+    if visual_apart:
+        visual = min(u.image_prompt_tokens + u.video_prompt_tokens, fresh_other)
     return _Counts(
-        fresh_other=prompt - audio - cached_other,
+        fresh_other=fresh_other - visual,
+        fresh_visual=visual,
         fresh_audio=audio - cached_audio,
         cached_other=cached_other,
         cached_audio=cached_audio,
@@ -236,13 +244,18 @@ def compute_cost(usage: Usage, price: ModelPrice, *, batch: bool = False) -> Cos
     threshold = price.long_context_threshold
     # promptTokenCount (cached tokens included) is the size of the request's input context.
     long = threshold is not None and usage.prompt_tokens > threshold
-    n = _split(usage)
+    visual_apart = "input_image_video" in price.rates
+    n = _split(usage, visual_apart)
     pr = _Pricer(price, long=long, batch=batch)
     non_audio = price.input_modalities - {"audio"}
+    if visual_apart:
+        non_audio -= {"image", "video"}
     with localcontext() as ctx:
         ctx.prec = 60  # exact: no product of a count and a rate comes near this many digits
         if n.fresh_other:
             pr.add("input", n.fresh_other, pr.rate("input", non_audio))
+        if n.fresh_visual:
+            pr.add("input_image_video", n.fresh_visual, pr.rate("input_image_video"))
         if n.fresh_audio:
             pr.add("input_audio", n.fresh_audio, pr.audio_rate("input"))
         if n.cached_other:

@@ -34,6 +34,7 @@ __all__ = [
     "batch_estimate",
     "batch_factor",
     "estimate_call",
+    "estimate_tokens",
     "max_output_tokens",
     "prompt_tokens",
 ]
@@ -232,6 +233,22 @@ def estimate_call(
     prompt, audio = prompt_tokens(body)
     price = _price(catalog, model)
     out = max_output_tokens(body, None if price is None else price.max_output_tokens, operation)
+    return Estimate(prompt, audio, out, _worst_cost(price, prompt, audio, out))
+
+
+def estimate_tokens(
+    catalog: Catalog,
+    model: str,
+    prompt: int,
+    audio: int,
+    config: Mapping[str, Any],
+    operation: str = "generateContent",
+) -> Estimate:
+    """The worst case of a call whose prompt the caller counted itself (a Live turn: the
+    session's context window so far plus its new input); the output is bounded by
+    ``config``'s ``generationConfig`` (a Live setup's) as for any call."""
+    price = _price(catalog, model)
+    out = max_output_tokens(config, None if price is None else price.max_output_tokens, operation)
     return Estimate(prompt, audio, out, _worst_cost(price, prompt, audio, out))
 
 

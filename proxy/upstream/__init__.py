@@ -2,5 +2,15 @@
 
 from .aiohttp_sender import AiohttpSender
 from .client import KeyPool, Sender, Upstream, UpstreamReply, UpstreamResponse
+from .live import LiveConnection, LiveUpstream
 
-__all__ = ["AiohttpSender", "KeyPool", "Sender", "Upstream", "UpstreamReply", "UpstreamResponse"]
+__all__ = [
+    "AiohttpSender",
+    "KeyPool",
+    "LiveConnection",
+    "LiveUpstream",
+    "Sender",
+    "Upstream",
+    "UpstreamReply",
+    "UpstreamResponse",
+]

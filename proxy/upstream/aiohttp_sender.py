@@ -8,7 +8,9 @@ models) cost several times more CPU per upstream call than the rest of the proxy
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 
 import aiohttp
 
@@ -21,7 +23,17 @@ from ..errors import (
     TransportError,
 )
 
-__all__ = ["AiohttpReply", "AiohttpSender"]
+__all__ = ["AiohttpReply", "AiohttpSender", "upstream_ssl"]
+
+
+def upstream_ssl(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """How upstream certificates are checked: the system's authorities, plus ``ca_file``'s
+    (a private gateway's) when given. Never unchecked."""
+    if ca_file is None:
+        return True
+    ctx = ssl.create_default_context()
+    ctx.load_verify_locations(cafile=str(ca_file))
+    return ctx
 
 
 def _translate(exc: BaseException) -> TransportError:
@@ -90,8 +102,10 @@ class AiohttpSender:
         read_timeout: float,
         max_connections: int,
         keepalive_expiry: float = 60.0,
+        ca_file: Path | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
+        self._ca_file = ca_file
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
@@ -104,7 +118,7 @@ class AiohttpSender:
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._limit, limit_per_host=0, keepalive_timeout=self._keepalive,
-                ttl_dns_cache=300,
+                ttl_dns_cache=300, ssl=upstream_ssl(self._ca_file),
             )  # fmt: skip
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, skip_auto_headers=("User-Agent",),

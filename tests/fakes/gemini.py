@@ -307,14 +307,16 @@ class FakeGemini:
     def calls(self, action: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.action == action]
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+    @staticmethod
+    def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise TimeoutError("FakeGemini: condition not reached")
+                raise TimeoutError("fake: condition not reached")
             time.sleep(0.005)
 
-    async def await_until(self, predicate: Callable[[], bool], within: float = 3.0) -> None:
+    @staticmethod
+    async def await_until(predicate: Callable[[], bool], within: float = 3.0) -> None:
         # Polling, not an Event: the counters change on the server thread's loop.
         async with asyncio.timeout(within):
             while not predicate():  # noqa: ASYNC110

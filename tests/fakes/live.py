@@ -273,7 +273,9 @@ def tool_call_turn(*calls: dict[str, Any], then: Turn | None = None, usage: Any 
     return Turn([first, Expect("tool_response"), *rest])
 
 
-def cut_turn(*texts: str, code: int = 1011, reason: str = "Internal error encountered.") -> Turn:
+def cut_turn(
+    *texts: str, code: int | None = 1011, reason: str = "Internal error encountered."
+) -> Turn:
     """Some of an answer, then the upstream closes (``Drop()`` as ``code=None``: no close frame)."""
     steps: list[Step] = [_content(modelTurn={"parts": [{"text": t}]}) for t in texts]
     return Turn([*steps, Drop() if code is None else Close(code, reason)])
@@ -412,7 +414,7 @@ class FakeLive:
         self._turns: deque[Turn] = deque()
         self._setup_steps: deque[list[Step]] = deque()
         self._released = threading.Event()
-        self._handles: dict[str, dict[str, int]] = {}
+        self._handles: dict[str, dict[str, float]] = {}
         self._ids = itertools.count(1)
         self.reset()
 
@@ -444,8 +446,8 @@ class FakeLive:
         self._released.set()
 
     # FakeGemini's polling helpers use nothing of the instance: the same functions serve here.
-    wait_until = FakeGemini.wait_until
-    await_until = FakeGemini.await_until
+    wait_until = staticmethod(FakeGemini.wait_until)
+    await_until = staticmethod(FakeGemini.await_until)
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -465,7 +467,7 @@ class FakeLive:
         started = threading.Event()
         url: list[str] = []
         failure: list[BaseException] = []
-        stop: list[Callable[[], None]] = []
+        stop: list[Callable[[], object]] = []
 
         async def main() -> None:
             done = asyncio.Event()
@@ -527,12 +529,12 @@ class FakeLive:
         assert m is not None
         headers: dict[str, str] = {}
         for name, value in request.headers.raw_items():
-            key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+            lower = name.lower()
+            headers[lower] = f"{headers[lower]}, {value}" if lower in headers else value
         rec = LiveSession(request.path, dict(parse_qsl(query)), headers, m[1], m[2])
         if m[2] == "BidiGenerateContentConstrained":
             auth = headers.get("authorization", "")
-            token = auth.removeprefix("Token ") if auth.startswith("Token ") else None
+            token: str | None = auth.removeprefix("Token ") if auth.startswith("Token ") else None
             token = token or rec.query.get("access_token")
             rec.key_source = "token" if token else None
             rec.authorized = token in self.tokens
