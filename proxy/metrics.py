@@ -56,10 +56,12 @@ __all__ = [
     "QUOTA_STORE_ERRORS",
     "QUOTA_THRESHOLD_CROSSINGS",
     "QUOTA_USE_RATIO",
+    "RECONCILED",
     "REQUESTS",
     "REQUEST_DURATION",
     "TIME_TO_FIRST_TOKEN",
     "TOKENS",
+    "UNMETERED",
     "UNPRICED_CALLS",
     "UPSTREAM_ERRORS",
     "UPSTREAM_RETRIES",
@@ -227,6 +229,22 @@ LEDGER_REPLAYED = Counter(
 LEDGER_SPOOL_DEPTH = Gauge(
     "gemini_meter_ledger_spool_depth",
     "Ledger events in the local spool awaiting replay to the database.",
+    multiprocess_mode="livemostrecent",
+)
+
+# Batches and video operations (proxy/resources/reconciler.py). Kinds: batch, operation.
+RECONCILED = Counter(
+    "gemini_meter_reconciled_total",
+    "Batches and video operations the reconciler looked at, by kind and outcome: metered (its "
+    "rows written), pending (not done upstream yet), failed (polling or metering failed; "
+    "tried again).",
+    ["kind", "outcome"],
+)
+# Every replica counts the same table: the latest count any of them made is the truth.
+UNMETERED = Gauge(
+    "gemini_meter_resources_unmetered",
+    "Batches and video operations made through the proxy and not metered yet, by kind.",
+    ["kind"],
     multiprocess_mode="livemostrecent",
 )
 

@@ -16,10 +16,12 @@ from .metering.ledger import LedgerWriter
 from .metering.retention import Retention
 from .metering.spool import Spool
 from .pipeline import Pipeline
+from .pipeline.resources import ResourceMeter
 from .pricing.catalog import Catalog
 from .quotas.service import QuotaHooks, QuotaService
 from .redact import register_secrets
 from .resources import Owners
+from .resources.reconciler import Reconciler
 from .settings import Settings
 from .upstream import AiohttpSender, LiveUpstream, Sender, Upstream
 
@@ -38,6 +40,7 @@ class Services:
     pipeline: Pipeline
     owners: Owners
     live: LiveUpstream
+    reconciler: Reconciler
     quotas: QuotaService | None = None
     retention: Retention | None = None
 
@@ -65,6 +68,11 @@ class Services:
             ca_file=settings.upstream_ca_file,
         )
         upstream = Upstream(sender, settings.upstream_keys, retries=settings.upstream_retries)
+        pipeline = Pipeline(
+            catalog=catalog, ledger=ledger, upstream=upstream,
+            hooks=(metrics.CallMetrics().on_call,),
+        )  # fmt: skip
+        resource_meter = ResourceMeter(pipeline)
         return cls(
             settings=settings,
             engine=engine,
@@ -77,12 +85,7 @@ class Services:
             upstream=upstream,
             catalog=catalog,
             ledger=ledger,
-            pipeline=Pipeline(
-                catalog=catalog,
-                ledger=ledger,
-                upstream=upstream,
-                hooks=(metrics.CallMetrics().on_call,),
-            ),
+            pipeline=pipeline,
             owners=Owners(sessionmaker, timeout=settings.resource_lookup_timeout),
             live=LiveUpstream(
                 settings.upstream_url,
@@ -90,6 +93,15 @@ class Services:
                 connect_timeout=settings.upstream_connect_timeout,
                 max_message_bytes=settings.live_max_message_bytes,
                 ca_file=settings.upstream_ca_file,
+            ),
+            reconciler=Reconciler(
+                sessionmaker,
+                poll=resource_meter.poll,
+                meter=resource_meter.meter,
+                settled=resource_meter.settled,
+                interval=settings.reconcile_interval,
+                repoll=settings.reconcile_repoll,
+                lease=settings.reconcile_lease,
             ),
         )
 
@@ -104,8 +116,10 @@ class Services:
         if self.settings.ledger_retention_days:
             self.retention = Retention(self.engine, self.settings.ledger_retention_days)
             self.retention.start()
+        self.reconciler.start()
 
     async def stop(self) -> None:
+        await self.reconciler.stop()  # before the upstream and the ledger it uses
         if self.retention is not None:
             await self.retention.stop()
         await self.keys.stop()

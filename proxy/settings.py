@@ -170,6 +170,23 @@ class Settings(BaseSettings):
         description="Seconds a request waits for the database to record or check who owns a "
         "file, cache, batch or operation (503 after); ownership once seen is cached.",
     )
+    reconcile_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between the reconciler's rounds: each replica claims unmetered "
+        "batches and video operations, polls them upstream and meters the finished ones.",
+    )
+    reconcile_repoll: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds before a batch or operation that was not done is polled again.",
+    )
+    reconcile_lease: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a replica's claim on a batch or operation lasts while it meters "
+        "it; a replica that dies lets another take over after this.",
+    )
     database_request_timeout: float = Field(
         default=10.0,
         gt=0,

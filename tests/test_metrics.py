@@ -50,6 +50,7 @@ ALLOWED_LABELS = {
     "threshold",
     "price_list",
     "reason",
+    "outcome",
 }
 
 
@@ -127,6 +128,7 @@ def test_gauges_declare_how_workers_add_up() -> None:
         "gemini_meter_quota_pending_batches": "livesum",
         "gemini_meter_quota_use_ratio": "livemostrecent",
         "gemini_meter_ledger_spool_depth": "livemostrecent",
+        "gemini_meter_resources_unmetered": "livemostrecent",
     }
 
 

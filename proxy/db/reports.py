@@ -1,7 +1,8 @@
 """Usage reports: exact totals over any time range, fast at any ledger size.
 
 Whole hours come from ``usage_rollups`` (one row per hour, tenant, key and model); only the
-partial hours at the two ends of a range are summed from the raw ledger. The two sources agree
+partial hours at the two ends of a range are summed from the raw ledger (the whole range, when
+grouped by operation, which the rollups do not keep). The two sources agree
 exactly (the rollups are written from the very rows the ledger insert added), so a report is
 exact to the microsecond of its bounds while reading a few thousand rows for a month.
 """
@@ -25,8 +26,8 @@ __all__ = [
     "EARLIEST", "GROUPS", "LATEST", "TOTALS", "GroupBy", "UsageRow", "as_utc", "usage_report",
 ]  # fmt: skip
 
-GroupBy = Literal["tenant", "model", "key", "day", "hour"]
-GROUPS: tuple[GroupBy, ...] = ("tenant", "model", "key", "day", "hour")
+GroupBy = Literal["tenant", "model", "key", "day", "hour", "operation"]
+GROUPS: tuple[GroupBy, ...] = ("tenant", "model", "key", "day", "hour", "operation")
 
 
 # A report row's totals, in order: request count, the reported token kinds, money, flags.
@@ -136,7 +137,11 @@ async def usage_report(
     lo = _ceil_hour(since) if since else None
     hi = hour_of(until) if until else None
     parts: list[tuple[str, datetime | None, datetime | None]] = []
-    if lo is not None and hi is not None and lo >= hi:
+    if "operation" in group_by:
+        # The rollups are not kept per operation (batch responses, images, videos, uploads):
+        # by operation, a report sums the raw ledger, as far back as it is retained.
+        parts.append(("raw", since, until))
+    elif lo is not None and hi is not None and lo >= hi:
         parts.append(("raw", since, until))
     else:
         if since is not None and lo is not None and since < lo:
@@ -197,6 +202,7 @@ async def _sum(
         "key": func.coalesce(ApiKey.prefix, ""),
         "day": _day_expr(dialect, ts),
         "hour": ts if source == "rollup" else _hour_expr(dialect, ts),
+        "operation": UsageEvent.__table__.c.operation,
     }
     keys = [columns[g] for g in group_by]
     stmt = select(*keys, *sums).join(Tenant, Tenant.id == t.tenant_id)

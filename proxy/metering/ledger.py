@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .. import metrics
 from ..db.faults import rows_refused
 from ..db.queries import insert_usage_events, touch_keys
-from .ledger_event import LedgerEvent
+from .ledger_event import LedgerEvent, is_derived_id
 from .spool import Spool
 
 __all__ = ["LedgerEvent", "LedgerWriter"]
@@ -65,6 +65,11 @@ class LedgerWriter:
         self._offered = 0
         self._tried: set[Path] = set()  # spool files whose replay failed in this round
         self.written = 0
+        # Events ever queued, and how many of them (a prefix: the queue is first in, first
+        # out) are durable — written, spooled or set aside. See wait_durable.
+        self.submitted = 0
+        self.durable = 0
+        self._progress = asyncio.Event()
 
     @property
     def pending(self) -> int:
@@ -73,6 +78,7 @@ class LedgerWriter:
     def submit(self, event: LedgerEvent) -> None:
         """Queue one event. Never blocks and never raises on the request path."""
         self._queue.append(event)
+        self.submitted += 1
         self._idle.clear()
         if len(self._queue) >= self._batch_size:
             self._wake.set()
@@ -92,6 +98,27 @@ class LedgerWriter:
             return False
         return True
 
+    async def wait_durable(self, mark: int, timeout: float) -> bool:
+        """Wait until the first ``mark`` events ever submitted are durable (written, spooled
+        or set aside) — those queued before reading ``submitted``, however busy the writer
+        stays after them; False on timeout."""
+        self._urgent = True
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.durable < mark:
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), deadline - loop.time())
+            except TimeoutError:
+                return self.durable >= mark
+        return True
+
+    def _made_durable(self, n: int) -> None:
+        if n > 0:
+            self.durable += n
+            self._progress.set()
+
     async def stop(self, timeout: float = 30.0) -> None:
         """Write (or spool) what is queued, then stop the writer."""
         self._closing = True
@@ -107,6 +134,7 @@ class LedgerWriter:
             self._task = None
         if self._queue and self._spool is not None:
             await self._to_spool(list(self._queue))
+            self._made_durable(len(self._queue))
             self._queue.clear()
         if self._queue:
             log.error("ledger stopped with %d events unwritten", len(self._queue))
@@ -147,6 +175,7 @@ class LedgerWriter:
                 self._queue.popleft()
             # What is not durable yet goes back to the head of the queue, for the next attempt.
             self._queue.extendleft(reversed(rest))
+            self._made_durable(len(batch) - len(rest))
             self._offered = len(rest) + max(0, self._offered - len(batch))
             if rest:
                 if self._closing:
@@ -182,7 +211,9 @@ class LedgerWriter:
             try:
                 # Only the whole first attempt may be fresh: after a refusal a part may hold an
                 # id already written (a duplicate is a refusal too), which the slow way skips.
-                await self._write(part, fresh=fresh and part is events)
+                # A derived id (a batch's response) may be in the table already: never fresh.
+                plain = fresh and part is events and not any(is_derived_id(e.id) for e in part)
+                await self._write(part, fresh=plain)
             except Exception as exc:
                 if not rows_refused(exc):
                     unwritten = [*part, *(e for p in reversed(todo) for e in p)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -14,7 +15,15 @@ from sqlalchemy import String
 from ..db.tables import UsageEvent
 from ..usage import TOKEN_KINDS, Usage
 
-__all__ = ["END_USER_MAX_LENGTH", "TEXT_LIMITS", "LedgerEvent", "new_event_id", "safe_text"]
+__all__ = [
+    "END_USER_MAX_LENGTH",
+    "TEXT_LIMITS",
+    "LedgerEvent",
+    "derived_event_id",
+    "is_derived_id",
+    "new_event_id",
+    "safe_text",
+]
 
 # The length of every string column of usage_events: what each database takes.
 TEXT_LIMITS: dict[str, int] = {
@@ -30,6 +39,18 @@ _UNSAFE = re.compile("[\x00\ud800-\udfff]")
 def new_event_id() -> str:
     # 128 random bits as 32 hex digits, like uuid4().hex at a quarter of its cost (no UUID object).
     return os.urandom(16).hex()
+
+
+def derived_event_id(*parts: str | int) -> str:
+    """The id of a row that may be written more than once (a batch's response i, metered again
+    after a crash or by a second replica): the same parts give the same id, and the ledger
+    skips an id it holds. Not hex (it starts with "r"), so never mistaken for a random one."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
+    return "r" + digest[:31]
+
+
+def is_derived_id(event_id: str) -> bool:
+    return event_id.startswith("r")
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ class CallMeter:
         "detail",
         "end_user",
         "error_class",
+        "event_id",
         "model",
         "model_version",
         "operation",
@@ -87,6 +88,9 @@ class CallMeter:
         # token-hours): columns resource and detail of its ledger row.
         self.resource: str | None = None
         self.detail: dict[str, Any] | None = None
+        # A row that may be recorded twice (metered again after a crash) names its own id
+        # (ledger_event.derived_event_id); None: a random one.
+        self.event_id: str | None = None
         # A Live session's turn: the session it belongs to and its number (1-based).
         self.session_id: str | None = None
         self.turn: int | None = None

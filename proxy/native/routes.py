@@ -10,11 +10,13 @@ from ..errors import BadRequest, NotFound
 from ..estimate import estimate_text_tokens, request_text
 from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
 from ..model_ids import ANY_MODEL, ModelId, model_id
-from ..pipeline import CallResult, MeteredCall, Observer, finish, meter_headers, stream
+from ..pipeline import Observer, stream
 from ..services import authenticate
 from ..sse import JsonArrayDecoder, SSEDecoder
-from ..upstream import UpstreamResponse
 from ..usage import Usage
+from . import batches, media
+from .relay import passthrough
+from .relay import version_of as _version
 
 __all__ = ["get_model", "list_models", "routes"]
 
@@ -29,6 +31,15 @@ METHODS = frozenset(
 )
 
 
+# Model methods that make a stored resource or are priced per item: batches.py, media.py.
+RESOURCE_METHODS = {
+    "batchGenerateContent": batches.create_batch,
+    "asyncBatchEmbedContent": batches.create_batch,
+    "predict": media.predict,
+    "predictLongRunning": media.predict_long_running,
+}
+
+
 def parse_target(target: str) -> tuple[ModelId, str]:
     """``gemini-2.5-flash:generateContent`` → (model, method), refusing anything else."""
     model, sep, method = target.rpartition(":")
@@ -37,12 +48,6 @@ def parse_target(target: str) -> tuple[ModelId, str]:
     if method not in METHODS:
         raise NotFound(f"Method {method!r} is not supported by the proxy.")
     return model_id(model), method
-
-
-def _version(request: Request) -> str:
-    # "/v1/..." is v1; "/v1beta/..." and the unversioned "/models/..." (litellm's gemini/
-    # provider with the bare proxy URL, registered in app.py) are v1beta.
-    return "v1" if request.url.path.startswith("/v1/") else "v1beta"
 
 
 # Query parameters the upstream may see, per operation: the one allow-list. Everything else is
@@ -70,24 +75,14 @@ def upstream_params(request: Request, operation: str) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items() if k in allowed]
 
 
-async def passthrough(call: MeteredCall, reply: UpstreamResponse) -> Response:
-    """Gemini's reply as Gemini sent it (success or failure), with the metering headers."""
-
-    def render(content: bytes, result: CallResult) -> Response:
-        headers = reply_headers(reply.headers) | meter_headers(call, result)
-        return Response(content, status_code=reply.status_code, headers=headers)
-
-    return await finish(
-        call,
-        reply,
-        succeeded=lambda content, _body, result: render(content, result),
-        failed=lambda _reply, content, result: render(content, result),
-    )
-
-
 async def call_model(request: Request) -> Response:
     version = _version(request)
-    model, method = parse_target(request.path_params["target"])
+    target = request.path_params["target"]
+    head, _, name = target.rpartition(":")
+    resource_method = RESOURCE_METHODS.get(name)
+    if resource_method is not None:  # batches, Imagen, Veo: routes of their own modules
+        return await resource_method(request, model_id(head), name)
+    model, method = parse_target(target)
     svc, caller = await authenticate(request)
     params = upstream_params(request, method)
     body = await read_body(request, svc.settings.max_body_bytes)
@@ -138,6 +133,8 @@ async def get_model(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     # GET /v1/models[/{id}] is shared with the OpenAI API and dispatched in app.py.
     return [
+        *batches.routes(),
+        *media.routes(),
         Route("/v1beta/models", list_models, methods=["GET"]),
         Route("/v1beta/models/{model}", get_model, methods=["GET"]),
         Route("/v1beta/models/{target:path}", call_model, methods=["POST"]),

@@ -37,6 +37,7 @@ from proxy.openai.validate import (
     req_str,
     unknown_parameter,
 )
+from proxy.pricing.media import image_count
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -155,11 +156,6 @@ def _predictions(reply: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return (
         [p for p in predictions if isinstance(p, Mapping)] if isinstance(predictions, list) else []
     )
-
-
-def image_count(reply: Mapping[str, Any]) -> int:
-    """How many images Imagen made (what the call is priced on); filtered ones are not."""
-    return sum(1 for p in _predictions(reply) if isinstance(p.get("bytesBase64Encoded"), str))
 
 
 def imagen_reply_to_openai(reply: Mapping[str, Any], *, created: int) -> dict[str, Any]:

@@ -22,6 +22,9 @@ from ..formats import decimal_json
 from ..httputil import parse_json_object, read_body
 from ..model_ids import ANY_MODEL, ModelId, model_id
 from ..pipeline import CallResult, MeteredCall, fail, finish, meter_headers, read_whole, stream
+from ..pricing.cost import PricedCall
+from ..pricing.media import price_images
+from ..quotas.estimate import Estimate
 from ..services import authenticate
 from ..sse import parse_event
 from ..upstream import UpstreamResponse
@@ -35,6 +38,7 @@ from .completions import (
 )
 from .embeddings import embeddings_request_to_gemini, gemini_embeddings_to_openai
 from .errors import openai_error_from_upstream, upstream_retry_after
+from .images import image_count, imagen_reply_to_openai, images_request_to_imagen
 from .models import gemini_model_to_openai, gemini_models_to_openai
 from .responses import gemini_reply_to_response, new_response_id, responses_request_to_gemini
 from .responses_stream import ResponsesStreamTranslator
@@ -265,6 +269,36 @@ async def _admit_embeddings(request: Request) -> tuple[Any, ModelId, MeteredCall
     return emb, model, call
 
 
+async def images_generations(request: Request) -> Response:
+    """``/v1/images/generations`` → Imagen ``:predict``: one call, priced per image made; the
+    worst case (every image asked for) is held at admission."""
+    svc, caller = await authenticate(request)
+    payload = parse_json_object(await read_body(request, svc.settings.max_body_bytes))
+    ic = images_request_to_imagen(payload)
+    model = _model_id(ic.model)
+    worst = price_images(svc.catalog, model.name, ic.n).cost
+    call = await svc.pipeline.admit(
+        caller, route="openai", operation="predict", model=model, request=ic.request,
+        end_user=ic.user, estimate=Estimate(0, 0, 0, worst),
+    )  # fmt: skip
+    reply = await call.send(
+        "POST", f"/v1beta/models/{model.name}:predict", content=orjson.dumps(ic.request),
+        headers=_JSON,
+    )  # fmt: skip
+    created = int(time.time())
+
+    def price(body: dict[str, Any]) -> PricedCall:
+        n = image_count(body)
+        call.meter.detail = {"images": n}
+        return price_images(svc.catalog, model.name, n)
+
+    def succeeded(_: bytes, reply_body: dict[str, Any] | None, result: CallResult) -> Response:
+        body = imagen_reply_to_openai(reply_body or {}, created=created)
+        return _json(body, headers=meter_headers(call, result))
+
+    return await finish(call, reply, succeeded, upstream_error, price=price)
+
+
 async def list_models(request: Request) -> Response:
     svc, caller = await authenticate(request)
     call = svc.pipeline.open(caller, route="openai", operation="listModels", model=ANY_MODEL)
@@ -311,6 +345,7 @@ def routes() -> list[BaseRoute]:
             Route(f"{stored}/cancel", stored_response, methods=["POST"]),
             Route(f"{stored}/input_items", stored_response, methods=["GET"]),
             Route(f"{base}/completions", completions, methods=["POST"]),
+            Route(f"{base}/images/generations", images_generations, methods=["POST"]),
         ]
     return [
         *out,

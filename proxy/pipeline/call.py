@@ -25,7 +25,7 @@ from typing import Any
 from ..caller import Caller
 from ..errors import ProxyError
 from ..metering.ledger import LedgerWriter
-from ..metering.ledger_event import LedgerEvent
+from ..metering.ledger_event import LedgerEvent, new_event_id
 from ..metering.meter import CallMeter
 from ..model_ids import ModelId
 from ..pricing.catalog import Catalog
@@ -223,6 +223,7 @@ def _event(
         detail=meter.detail,
         session_id=meter.session_id,
         turn=meter.turn,
+        id=meter.event_id or new_event_id(),
     )
 
 

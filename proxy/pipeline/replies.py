@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from ..errors import TransportError
 from ..formats import decimal_text
 from ..metering.meter import CallMeter
+from ..pricing.cost import PricedCall
 from ..redact import StreamScrubber, scrub_bytes
 from ..sse import EventDecoder, parse_event
 from ..streaming import Outcome, WatchedStream
@@ -25,6 +26,7 @@ __all__ = [
     "OVERHEAD_HEADER",
     "Failed",
     "Observer",
+    "Price",
     "StreamHandler",
     "Succeeded",
     "fail",
@@ -42,6 +44,9 @@ R = TypeVar("R")
 # when it is a JSON object, its parse) or a failure (any non-200 status).
 Succeeded = Callable[[bytes, dict[str, Any] | None, CallResult], R]
 Failed = Callable[[UpstreamResponse, bytes, CallResult], R]
+# A success priced from its reply rather than its tokens (per image): a pure function of
+# proxy.pricing, which may also note what it counted on the call's meter.
+Price = Callable[[dict[str, Any]], PricedCall]
 
 
 def meter_headers(call: MeteredCall, result: CallResult) -> dict[str, str]:
@@ -65,16 +70,23 @@ async def read_whole(reply: UpstreamResponse) -> bytes:
 
 
 async def finish(
-    call: MeteredCall, reply: UpstreamResponse, succeeded: Succeeded[R], failed: Failed[R]
+    call: MeteredCall,
+    reply: UpstreamResponse,
+    succeeded: Succeeded[R],
+    failed: Failed[R],
+    *,
+    price: Price | None = None,
 ) -> R:
-    """A whole reply (not streamed, or a stream that failed before its first event)."""
+    """A whole reply (not streamed, or a stream that failed before its first event).
+    ``price``: a success's cost from the reply itself (images made), else from its tokens."""
     if reply.status_code != 200:
         return await fail(call, reply, failed)
     content = await read_whole(reply)
     body = parse_event(content)
     if body is not None:
         call.meter.observe(body)
-    return succeeded(content, body, call.close(200))
+    priced = None if price is None else price(body or {})
+    return succeeded(content, body, call.close(200, priced=priced))
 
 
 async def fail(call: MeteredCall, reply: UpstreamResponse, failed: Failed[R]) -> R:

@@ -20,6 +20,7 @@ from .resolution import FALLBACK_LIST
 from .schema import TOKEN_UNITS
 
 __all__ = [
+    "BATCH_AND_MEDIA_FREE",
     "FREE_OPERATIONS",
     "USD_PLACES",
     "Cost",
@@ -36,7 +37,13 @@ __all__ = [
 USD_PLACES = 10  # the ledger's NUMERIC(20, 10)
 # Operations Google does not bill: their rows cost exactly zero rather than unpriced, and no
 # budget, token or rate limit applies to them.
-FREE_OPERATIONS = frozenset({"countTokens", "listModels", "getModel"})
+# Reading, listing, cancelling and deleting batches and video operations (issue 20, batches and
+# media): a batch's responses and a video are billed when they end, on rows of their own.
+BATCH_AND_MEDIA_FREE = frozenset(
+    {"batches.create", "batches.get", "batches.list", "batches.cancel", "batches.delete",
+     "videos.create", "operations.get"}
+)  # fmt: skip
+FREE_OPERATIONS = frozenset({"countTokens", "listModels", "getModel"}) | BATCH_AND_MEDIA_FREE
 _QUANTUM = Decimal(1).scaleb(-USD_PLACES)
 _MILLION = Decimal(1_000_000)
 _THOUSAND = Decimal(1000)

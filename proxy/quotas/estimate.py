@@ -20,7 +20,7 @@ from typing import Any
 
 from ..estimate import CHARS_PER_TOKEN
 from ..pricing.catalog import Catalog
-from ..pricing.cost import FREE_OPERATIONS, PricingError, compute_cost
+from ..pricing.cost import FREE_OPERATIONS, PricingError, compute_cost, price_call
 from ..pricing.prices import ModelPrice
 from ..usage import Usage
 
@@ -31,6 +31,8 @@ __all__ = [
     "NO_OUTPUT_OPERATIONS",
     "UNMETERED_OPERATIONS",
     "Estimate",
+    "batch_estimate",
+    "batch_factor",
     "estimate_call",
     "estimate_tokens",
     "max_output_tokens",
@@ -248,3 +250,38 @@ def estimate_tokens(
     price = _price(catalog, model)
     out = max_output_tokens(config, None if price is None else price.max_output_tokens, operation)
     return Estimate(prompt, audio, out, _worst_cost(price, prompt, audio, out))
+
+
+def batch_estimate(
+    catalog: Catalog,
+    model: str,
+    requests: list[Mapping[str, Any]],
+    *,
+    batch_factor: Decimal,
+    operation: str = "generateContent",
+) -> Estimate:
+    """A batch's worst case: its requests' worst cases added up, the cost at batch rates
+    (``batch_factor``: the batch price over the standard one, :func:`batch_factor`);
+    ``operation`` of each request (``embedContent``: no output)."""
+    prompt = audio = out = 0
+    cost: Decimal | None = Decimal(0)
+    for body in requests:
+        e = estimate_call(catalog, model, body, operation)
+        prompt, audio = prompt + e.prompt_tokens, audio + e.audio_tokens
+        out += e.max_output_tokens
+        cost = None if cost is None or e.cost_usd is None else cost + e.cost_usd
+    if cost is not None:
+        cost = (cost * batch_factor).quantize(_USD_QUANTUM, rounding=ROUND_CEILING)
+    return Estimate(prompt, audio, out, cost)
+
+
+def batch_factor(catalog: Catalog, model: str) -> Decimal:
+    """What a batch call costs relative to the same call at standard rates, as the ledger will
+    price both (0.5 where a list has batch columns at half price); 1 when the batch call
+    cannot be priced (so the worst case is never under-held)."""
+    usage = Usage(prompt_tokens=1_000, output_tokens=1_000)
+    standard = price_call(catalog, model, usage, status=200, at=None).cost
+    batch = price_call(catalog, model, usage, status=200, at=None, batch=True).cost
+    if standard is None or batch is None or standard <= 0:
+        return Decimal(1)
+    return batch / standard

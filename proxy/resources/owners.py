@@ -81,6 +81,19 @@ class Owners:
         await self._run(job, write=True)
         self._remember(name, caller.tenant_id)
 
+    async def adopt(self, names: list[str], kind: str, caller: Caller, **fields: Any) -> None:
+        """Record resources Google made for the caller (a batch's results file, a video's
+        file) as its tenant's, unless already recorded: idempotent, for every poll."""
+        todo = [n for n in names if n not in self._owner]
+        if not todo:
+            return
+
+        async def job(session: AsyncSession) -> None:
+            for name in todo:
+                await sql.adopt_resource(session, name, kind, caller, **fields)
+
+        await self._run(job, write=True)
+
     async def get(self, name: str, caller: Caller, kind: str | None = None) -> Resource | None:
         """The caller's tenant's resource, or None (another tenant's, deleted, or unknown)."""
 
