@@ -169,16 +169,21 @@ class Relay:
         if SESSIONS.draining:
             self.stop("shutdown", 1001, "The proxy is shutting down; reconnect to continue.")
             return False
+        refused: ProxyError | None = None
         try:
             _, self.caller = await authenticate(self.ws)
         except ProxyError as exc:
-            self.stop("refused", POLICY, str(exc))
-            return False
+            refused = exc
         try:
             async with asyncio.timeout(settings.live_setup_timeout):
                 first = await self._receive_client()
         except TimeoutError:
             self.stop("idle", POLICY, "No setup message came in time.")
+            return False
+        if refused is not None:
+            # Closed once the setup is read, as Google does: a close before it races the
+            # client's send of its setup, and the SDK would not surface the reason.
+            self.stop("refused", POLICY, str(refused))
             return False
         if first is None:
             return False
