@@ -36,7 +36,15 @@ __all__ = [
 USD_PLACES = 10  # the ledger's NUMERIC(20, 10)
 # Operations Google does not bill: their rows cost exactly zero rather than unpriced, and no
 # budget, token or rate limit applies to them.
-FREE_OPERATIONS = frozenset({"countTokens", "listModels", "getModel"})
+FREE_OPERATIONS = frozenset(
+    {
+        "countTokens", "listModels", "getModel",
+        # Files: storage is free today; each call still gets its row (docs/resources.md).
+        "files.upload", "files.get", "files.list", "files.delete", "files.download",
+        # Reading caches; their storage is priced on create, patch and delete (storage.py).
+        "cachedContents.get", "cachedContents.list",
+    }
+)  # fmt: skip
 _QUANTUM = Decimal(1).scaleb(-USD_PLACES)
 _MILLION = Decimal(1_000_000)
 _THOUSAND = Decimal(1000)

@@ -1,5 +1,6 @@
 """Resources clients create upstream through the proxy, and the tenant each belongs to."""
 
 from .owners import Owners, Page
+from .uploads import Uploads
 
-__all__ = ["Owners", "Page"]
+__all__ = ["Owners", "Page", "Uploads"]

@@ -1,6 +1,14 @@
 """The upstream: the client (key pool, retries) and the sender it talks through."""
 
 from .aiohttp_sender import AiohttpSender
-from .client import KeyPool, Sender, Upstream, UpstreamReply, UpstreamResponse
+from .client import Body, KeyPool, Sender, Upstream, UpstreamReply, UpstreamResponse
 
-__all__ = ["AiohttpSender", "KeyPool", "Sender", "Upstream", "UpstreamReply", "UpstreamResponse"]
+__all__ = [
+    "AiohttpSender",
+    "Body",
+    "KeyPool",
+    "Sender",
+    "Upstream",
+    "UpstreamReply",
+    "UpstreamResponse",
+]

@@ -20,6 +20,7 @@ from ..errors import (
     RemoteProtocolError,
     TransportError,
 )
+from .client import Body
 
 __all__ = ["AiohttpReply", "AiohttpSender"]
 
@@ -120,7 +121,7 @@ class AiohttpSender:
         path: str,
         *,
         params: Sequence[tuple[str, str]],
-        content: bytes | None,
+        content: Body | None,
         headers: dict[str, str],
     ) -> AiohttpReply:
         try:
