@@ -18,6 +18,7 @@ from google.genai import errors as genai_errors
 from proxy.db import queries
 from proxy.db.engine import make_engine, make_sessionmaker
 from proxy.native.files import file_name, upload_headers
+from proxy.resources.references import may_reference, referenced_names
 from proxy.resources.uploads import Uploads
 from tests.conftest import RunningProxy, run_sync
 from tests.fakes.gemini import FakeGemini
@@ -82,6 +83,64 @@ def test_only_upload_protocol_headers_reach_the_client() -> None:
         "x-goog-upload-status": "active",
         "x-goog-upload-chunk-granularity": "8388608",
     }
+
+
+G = "https://generativelanguage.googleapis.com"
+
+
+@pytest.mark.parametrize(
+    ("request_body", "names"),
+    [
+        ({"contents": [{"parts": [{"text": "files/abc is just text"}]}]}, []),
+        (
+            {"contents": [{"parts": [{"fileData": {"fileUri": f"{G}/v1beta/files/abc"}}]}]},
+            ["files/abc"],
+        ),
+        (
+            {"contents": [{"parts": [{"file_data": {"file_uri": f"{G}/v1/files/AbC"}}]}]},
+            ["files/abc"],
+        ),
+        ({"contents": [{"parts": [{"fileData": {"fileUri": "files/x1"}}]}]}, ["files/x1"]),
+        (
+            {
+                "contents": [
+                    {
+                        "parts": [
+                            {
+                                "fileData": {
+                                    "fileUri": f"{G}/download/v1beta/files/v:download?alt=media"
+                                }
+                            }
+                        ]
+                    }
+                ]
+            },
+            ["files/v"],
+        ),
+        ({"contents": [{"parts": [{"fileData": {"fileUri": "https://youtu.be/x"}}]}]}, []),
+        ({"contents": [{"parts": [{"fileData": {"fileUri": "https://x.test/files/a"}}]}]}, []),
+        ({"cachedContent": "cachedContents/c1"}, ["cachedContents/c1"]),
+        ({"cached_content": "c2"}, ["cachedContents/c2"]),
+        (
+            {
+                "cachedContent": "cachedContents/c",
+                "contents": [
+                    {"parts": [{"fileData": {"fileUri": "files/a"}}]},
+                    {"parts": [{"fileData": {"fileUri": "files/a"}}, {"text": "again"}]},
+                ],
+            },
+            ["cachedContents/c", "files/a"],
+        ),
+    ],
+)
+def test_referenced_names(request_body: dict[str, Any], names: list[str]) -> None:
+    assert referenced_names(request_body) == names
+
+
+def test_bodies_without_markers_are_not_walked() -> None:
+    assert not may_reference(b'{"contents": [{"parts": [{"text": "hello"}]}]}')
+    assert may_reference(b'{"cachedContent": "cachedContents/x"}')
+    assert may_reference(b'{"fileUri": "files/x"}')
 
 
 def test_upload_sessions_expire_and_are_bounded() -> None:
@@ -301,6 +360,5 @@ def test_unknown_native_routes_get_geminis_404(proxy: RunningProxy, path: str) -
 
 def test_unknown_openai_routes_keep_openais_envelope(proxy: RunningProxy) -> None:
     r = httpx.get(f"{proxy.url}/v1/assistants", headers={"authorization": f"Bearer {proxy.key}"})
-    assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
-
-
+    assert r.status_code == 404 and "Invalid URL" in r.json()["error"]["message"]
+    assert "status" not in r.json()["error"]

@@ -1,6 +1,7 @@
 """Resources clients create upstream through the proxy, and the tenant each belongs to."""
 
 from .owners import Owners, Page
+from .references import check_references, referenced_names
 from .uploads import Uploads
 
-__all__ = ["Owners", "Page", "Uploads"]
+__all__ = ["Owners", "Page", "Uploads", "check_references", "referenced_names"]
