@@ -24,6 +24,7 @@ from .db.faults import rows_refused
 from .errors import BadRequest, Envelope, NotFound, ProxyError, ServiceUnavailable, to_response
 from .logs import configure_logging, install_redaction
 from .middleware import Deadline, ServerMiddleware
+from .native import caches as native_caches
 from .native import files as native_files
 from .native import routes as native
 from .openai import routes as openai
@@ -177,6 +178,7 @@ def create_app(settings: Settings, *, svc: Services | None = None) -> Starlette:
             Route("/models/{target:path}", native.call_model, methods=["POST"]),
             *openai.routes(),
             *native_files.routes(),
+            *native_caches.routes(),
             Route("/v1/models", _models, methods=["GET"]),
             Route("/v1/models/{model}", _model, methods=["GET"]),
             Route("/v1/usage", tenant_usage, methods=["GET"]),

@@ -17,6 +17,7 @@ from google.genai import errors as genai_errors
 
 from proxy.db import queries
 from proxy.db.engine import make_engine, make_sessionmaker
+from proxy.errors import BadRequest
 from proxy.native.files import file_name, upload_headers
 from proxy.resources.references import may_reference, referenced_names
 from proxy.resources.uploads import Uploads
@@ -68,7 +69,7 @@ def test_file_names_are_normalised(raw: str, name: str) -> None:
 
 @pytest.mark.parametrize("raw", ["", "files/", "files/a/b", "files/a.b", "x" * 41, "../x"])
 def test_bad_file_names_are_refused(raw: str) -> None:
-    with pytest.raises(Exception, match="Invalid file name"):
+    with pytest.raises(BadRequest, match="Invalid file name"):
         file_name(raw)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,10 @@ from ..caller import Caller
 from .tables import Resource
 
 __all__ = [
+    "StorageMove",
     "add_resource",
+    "aware",
+    "bill_storage",
     "delete_resource",
     "list_resources",
     "owned_resource",
@@ -81,3 +85,40 @@ async def update_resource(session: AsyncSession, name: str, **fields: Any) -> No
 async def delete_resource(session: AsyncSession, name: str, at: datetime | None = None) -> None:
     """Mark it deleted: its rows stay (a cache's billing, a batch's reconciliation need them)."""
     await update_resource(session, name, deleted_at=at or datetime.now(UTC))
+
+
+def aware(t: datetime) -> datetime:
+    """A stored time in UTC (SQLite gives them back without their zone)."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageMove:
+    """A cache's billing moved: its size, when it was made, billed until before and now."""
+
+    token_count: int
+    held_from: datetime
+    billed_until: datetime
+    new_until: datetime
+
+
+async def bill_storage(
+    session: AsyncSession, name: str, until: datetime, *, delete: bool = False
+) -> StorageMove | None:
+    """Move cache ``name``'s ``billed_until`` to ``until`` under a row lock (PostgreSQL's FOR
+    UPDATE; SQLite serialises writers), so two replicas patching or deleting one cache bill
+    each period once. ``delete``: the cache ends at ``until`` — billing only moves back (a
+    credit for the unheld remainder), never forward, and the row is marked deleted."""
+    query = select(Resource).where(Resource.name == name, Resource.kind == "cache")
+    row = (await session.execute(query.with_for_update())).scalar_one_or_none()
+    if row is None or row.billed_until is None or row.token_count is None:
+        return None
+    held_from, old = aware(row.created_at), aware(row.billed_until)
+    new = max(held_from, min(until, old)) if delete else max(held_from, until)
+    row.billed_until = new
+    if delete:
+        row.deleted_at = until
+    else:
+        row.expire_time = until
+    await session.flush()
+    return StorageMove(row.token_count, held_from, old, new)

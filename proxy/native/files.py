@@ -20,7 +20,6 @@ dropped (after 48 hours) fall out of the list.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -42,6 +41,8 @@ from ..pipeline import MeteredCall, meter_headers, read_whole
 from ..services import Services, authenticate, services
 from ..streaming import Outcome, WatchedStream
 from ..upstream import UpstreamResponse
+from .owned import list_owned
+from .owned import version as api_version
 from .routes import passthrough
 
 __all__ = ["file_name", "routes", "upload_headers"]
@@ -49,8 +50,6 @@ __all__ = ["file_name", "routes", "upload_headers"]
 log = logging.getLogger("gemini_meter.files")
 
 VERSIONS = ("v1beta", "v1")
-DEFAULT_PAGE_SIZE = 10  # files.list's default, as Google's
-MAX_PAGE_SIZE = 100
 # Headers of Google's upload protocol a client sends and the upstream must see.
 _UPLOAD_REQUEST = (
     "x-goog-upload-protocol", "x-goog-upload-command", "x-goog-upload-offset",
@@ -85,11 +84,6 @@ def upload_headers(headers: Any) -> dict[str, str]:
     return {name: value for name in _UPLOAD_REPLY if (value := headers.get(name)) is not None}
 
 
-def _version(request: Request) -> str:
-    path = request.url.path
-    return "v1" if path.startswith(("/v1/", "/upload/v1/", "/download/v1/")) else "v1beta"
-
-
 def _forward(request: Request) -> dict[str, str]:
     return {name: value for name in _UPLOAD_REQUEST if (value := request.headers.get(name))}
 
@@ -109,7 +103,7 @@ def _upload_refusal(exc: ProxyError) -> Response:
 
 
 async def upload(request: Request) -> Response:
-    version = _version(request)
+    version = api_version(request)
     if "upload_id" in request.query_params:
         return await _chunk(request)
     protocol = (
@@ -244,7 +238,7 @@ def expire_session(session: UploadSession) -> None:
 
 
 async def _owned(request: Request) -> tuple[Services, Caller, str, str]:
-    version = _version(request)
+    version = api_version(request)
     svc, caller = await authenticate(request)
     name = file_name(request.path_params["file"])
     if await svc.owners.get(name, caller, kind="file") is None:
@@ -275,41 +269,7 @@ async def one_file(request: Request) -> Response:
 
 
 async def list_files(request: Request) -> Response:
-    version = _version(request)
-    svc, caller = await authenticate(request)
-    size = _page_size(request.query_params.get("pageSize"))
-    page = await svc.owners.page(caller, "file", size, request.query_params.get("pageToken"))
-    call = _open(svc, caller, "files.list")
-    replies = await asyncio.gather(
-        *(call.send("GET", f"/{version}/{row.name}") for row in page.rows)
-    )
-    files: list[Any] = []
-    for row, reply in zip(page.rows, replies, strict=True):
-        if reply.status_code in (403, 404):  # Google dropped it (48 hours): gone for us too
-            await svc.owners.delete(row.name)
-            continue
-        if reply.status_code != 200:
-            for other in replies:
-                if other is not reply:
-                    await other.aclose()
-            return await passthrough(call, reply)
-        files.append(orjson.loads(await read_whole(reply)))
-    body: dict[str, Any] = {"files": files} if files else {}
-    if page.next_token:
-        body["nextPageToken"] = page.next_token
-    result = call.close(200)
-    headers = {"content-type": "application/json"} | meter_headers(call, result)
-    return Response(orjson.dumps(body), headers=headers)
-
-
-def _page_size(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_PAGE_SIZE
-    try:
-        size = int(raw)
-    except ValueError:
-        raise BadRequest(f"Invalid pageSize {raw[:20]!r}: an integer.") from None
-    return DEFAULT_PAGE_SIZE if size <= 0 else min(size, MAX_PAGE_SIZE)
+    return await list_owned(request, "file", "files", "files.list")
 
 
 async def download(request: Request) -> Response:

@@ -50,6 +50,7 @@ class Owners:
         self._timeout = timeout
         self._cache_size = cache_size
         self._owner: OrderedDict[str, int] = OrderedDict()  # name -> tenant id
+        self._billing = asyncio.Lock()
 
     async def _run(self, job: Callable[[AsyncSession], Awaitable[T]], *, write: bool) -> T:
         try:
@@ -118,6 +119,21 @@ class Owners:
             await sql.update_resource(session, name, **fields)
 
         await self._run(job, write=True)
+
+    async def bill_storage(
+        self, name: str, until: datetime, *, delete: bool = False
+    ) -> sql.StorageMove | None:
+        """Move a cache's billing to ``until`` (see :func:`proxy.db.resources.bill_storage`);
+        one at a time in this process (SQLite has no row locks)."""
+
+        async def job(session: AsyncSession) -> sql.StorageMove | None:
+            return await sql.bill_storage(session, name, until, delete=delete)
+
+        async with self._billing:
+            moved = await self._run(job, write=True)
+        if delete:
+            self._owner.pop(name, None)
+        return moved
 
     async def delete(self, name: str) -> None:
         async def job(session: AsyncSession) -> None:
