@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from google import genai
 from google.genai import errors as genai_errors
@@ -187,6 +191,18 @@ def test_sdk_cache_lifecycle_bills_the_token_hours_held(
     expected = (held / Decimal(1_000_000)).quantize(Decimal("1e-10"))
     assert sum((r["cost_usd"] for r in billed), Decimal(0)) == expected
     assert all(r["priced"] for r in rows)
+
+    # `gemini-meter usage --group-by operation` shows the storage, priced.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMINI_")}
+    env["GEMINI_METER_DATABASE_URL"] = proxy.settings.database_url
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy", "usage", "--group-by", "operation", "--format", "json"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    report = {r["operation"]: r for r in orjson.loads(out.stdout)}
+    assert Decimal(report["cachedContents.create"]["cost_usd"]) == create["cost_usd"]
+    assert Decimal(report["cachedContents.delete"]["cost_usd"]) == delete["cost_usd"]
+    assert report["cachedContents.patch"]["requests"] == 1
 
 
 def test_tenant_b_gets_404_for_a_cache_of_tenant_a_in_every_verb(

@@ -178,6 +178,11 @@ def test_sdk_upload_in_chunks_through_the_proxy_then_generate(
     assert (row["operation"], row["status"], row["resource"]) == ("files.upload", 200, f.name)
     assert row["cost_usd"] == Decimal(0) and row["priced"]
     assert row["detail"] == {"bytes": len(data), "mimeType": "text/plain"}
+    scraped = httpx.get(f"{proxy.url}/metrics").text
+    assert (
+        'gemini_meter_resource_calls_total{operation="files.upload",status_class="2xx",'
+        'tenant="team-a"}' in scraped
+    )
 
     reply = client.models.generate_content(
         model=MODEL,

@@ -50,6 +50,7 @@ ALLOWED_LABELS = {
     "threshold",
     "price_list",
     "reason",
+    "operation",  # of calls on stored resources: a fixed set (metrics.RESOURCE_OPERATIONS)
 }
 
 

@@ -25,8 +25,8 @@ __all__ = [
     "EARLIEST", "GROUPS", "LATEST", "TOTALS", "GroupBy", "UsageRow", "as_utc", "usage_report",
 ]  # fmt: skip
 
-GroupBy = Literal["tenant", "model", "key", "day", "hour"]
-GROUPS: tuple[GroupBy, ...] = ("tenant", "model", "key", "day", "hour")
+GroupBy = Literal["tenant", "model", "key", "day", "hour", "operation"]
+GROUPS: tuple[GroupBy, ...] = ("tenant", "model", "key", "day", "hour", "operation")
 
 
 # A report row's totals, in order: request count, the reported token kinds, money, flags.
@@ -136,7 +136,11 @@ async def usage_report(
     lo = _ceil_hour(since) if since else None
     hi = hour_of(until) if until else None
     parts: list[tuple[str, datetime | None, datetime | None]] = []
-    if lo is not None and hi is not None and lo >= hi:
+    if "operation" in group_by:
+        # The rollups do not keep the operation (files.upload, cachedContents.create, ...):
+        # grouped by it, the whole range is summed from the ledger itself.
+        parts.append(("raw", since, until))
+    elif lo is not None and hi is not None and lo >= hi:
         parts.append(("raw", since, until))
     else:
         if since is not None and lo is not None and since < lo:
@@ -197,6 +201,7 @@ async def _sum(
         "key": func.coalesce(ApiKey.prefix, ""),
         "day": _day_expr(dialect, ts),
         "hour": ts if source == "rollup" else _hour_expr(dialect, ts),
+        "operation": None if source == "rollup" else t.operation,
     }
     keys = [columns[g] for g in group_by]
     stmt = select(*keys, *sums).join(Tenant, Tenant.id == t.tenant_id)
