@@ -66,7 +66,10 @@ def envelope_for(request: Request) -> Envelope:
     if path.startswith(SHARED_V1):
         return "gemini" if ":" in path or is_native_client(request) else "openai"
     if path.startswith("/v1/") and not path.startswith(PROXY_V1):
-        return "gemini"
+        # An OpenAI client (a Bearer key, never Google's way) on a route of OpenAI's this list
+        # does not name still reads OpenAI's envelope.
+        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+        return "openai" if bearer and not is_native_client(request) else "gemini"
     return "openai"
 
 

@@ -3,6 +3,7 @@ that the rows of one cache add up to exactly what was held (proxy/pricing/storag
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import os
@@ -147,8 +148,11 @@ def storage_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_sdk_cache_lifecycle_bills_the_token_hours_held(
-    proxy: RunningProxy, sdk: Callable[[str, str], genai.Client]
+    start_proxy: Callable[..., RunningProxy],
+    db_url: str,
+    sdk: Callable[[str, str], genai.Client],
 ) -> None:
+    proxy = start_proxy(db_url)
     client = sdk(proxy.url, proxy.key)
     cache = client.caches.create(
         model=MODEL, config={"contents": [BIG_TEXT], "ttl": "3600s", "display_name": "big"}
@@ -265,3 +269,38 @@ def test_a_hard_budget_refuses_a_cache_it_cannot_hold(
         client.caches.update(name=cache.name or "", config={"ttl": "3600000s"})
     assert err.value.code == 429
     assert not proxy.fake.calls("cachedContents.patch")
+
+
+def test_two_replicas_bill_one_cache_once(
+    start_proxy: Callable[..., RunningProxy],
+    pg_url: str,
+    sdk: Callable[[str, str], genai.Client],
+) -> None:
+    a, b = start_proxy(pg_url), start_proxy(pg_url)
+    on_a, on_b = sdk(a.url, a.key), sdk(b.url, b.key)
+    cache = on_a.caches.create(model=MODEL, config={"contents": [BIG_TEXT], "ttl": "3600s"})
+    name = cache.name or ""
+    on_b.caches.update(name=name, config={"ttl": "7200s"})  # the other replica extends it
+
+    def delete(client: genai.Client) -> str:
+        try:
+            client.caches.delete(name=name)
+            return "deleted"
+        except genai_errors.APIError as exc:
+            return str(exc.code)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(delete, (on_a, on_b)))
+    # One deletes it; the other finds it gone (Google's 403, or the proxy's 404 once recorded).
+    assert sorted(outcomes) in (["403", "deleted"], ["404", "deleted"])
+
+    rows = [r for r in a.rows(4) if r["resource"] == name]
+    credits = [r for r in rows if r["cost_usd"] < 0]
+    assert len(credits) == 1
+    assert cache.usage_metadata and cache.create_time
+    tokens = cache.usage_metadata.total_token_count or 0
+    ended = datetime.fromisoformat(credits[0]["detail"]["to"])
+    held = token_hours(tokens, cache.create_time, ended)
+    assert sum(Decimal(r["detail"]["tokenHours"]) for r in rows if r["detail"]) == held
+    expected = (held / Decimal(1_000_000)).quantize(Decimal("1e-10"))
+    assert sum((r["cost_usd"] for r in rows), Decimal(0)) == expected

@@ -245,8 +245,11 @@ def test_multipart_upload_is_recorded(proxy: RunningProxy) -> None:
 
 
 def test_tenant_b_gets_404_for_a_file_of_tenant_a_in_every_verb(
-    proxy: RunningProxy, sdk: Callable[[str, str], genai.Client]
+    start_proxy: Callable[..., RunningProxy],
+    db_url: str,
+    sdk: Callable[[str, str], genai.Client],
 ) -> None:
+    proxy = start_proxy(db_url)
     a = sdk(proxy.url, proxy.key)
     b = sdk(proxy.url, proxy.new_key("team-b"))
     f = upload(a, b"secret notes of team a")
@@ -364,7 +367,8 @@ def test_unknown_native_routes_get_geminis_404(proxy: RunningProxy, path: str) -
     assert path.split(":")[0] in error["message"] or "frobnicate" in error["message"]
 
 
-def test_unknown_openai_routes_keep_openais_envelope(proxy: RunningProxy) -> None:
-    r = httpx.get(f"{proxy.url}/v1/assistants", headers={"authorization": f"Bearer {proxy.key}"})
-    assert r.status_code == 404 and "Invalid URL" in r.json()["error"]["message"]
+@pytest.mark.parametrize("path", ["/v1/assistants", "/v1/organization/projects", "/v1/files"])
+def test_unknown_openai_routes_keep_openais_envelope(proxy: RunningProxy, path: str) -> None:
+    r = httpx.post(f"{proxy.url}{path}", headers={"authorization": f"Bearer {proxy.key}"})
+    assert r.status_code in (404, 405) and "Invalid URL" in r.json()["error"]["message"]
     assert "status" not in r.json()["error"]
