@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -19,7 +19,7 @@ from .pipeline import Pipeline
 from .pricing.catalog import Catalog
 from .quotas.service import QuotaHooks, QuotaService
 from .redact import register_secrets
-from .resources import Owners, Uploads
+from .resources import Owners
 from .settings import Settings
 from .upstream import AiohttpSender, Sender, Upstream
 
@@ -39,8 +39,6 @@ class Services:
     owners: Owners
     quotas: QuotaService | None = None
     retention: Retention | None = None
-    # Resumable uploads in progress (proxy/native/files.py keeps its sessions here).
-    uploads: Uploads[Any] = field(default_factory=Uploads)
 
     @classmethod
     def build(cls, settings: Settings, *, upstream_sender: Sender | None = None) -> Services:

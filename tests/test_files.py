@@ -20,7 +20,6 @@ from proxy.db.engine import make_engine, make_sessionmaker
 from proxy.errors import BadRequest
 from proxy.native.files import file_name, upload_headers
 from proxy.resources.references import may_reference, referenced_names
-from proxy.resources.uploads import Uploads
 from tests.conftest import RunningProxy, run_sync
 from tests.fakes.gemini import FakeGemini
 
@@ -144,19 +143,6 @@ def test_bodies_without_markers_are_not_walked() -> None:
     assert may_reference(b'{"fileUri": "files/x"}')
 
 
-def test_upload_sessions_expire_and_are_bounded() -> None:
-    ended: list[str] = []
-    uploads: Uploads[str] = Uploads(ttl=3600, limit=2, on_expire=ended.append)
-    a = uploads.open("a")
-    uploads.open("b")
-    assert uploads.get(a) == "a" and len(a) >= 40
-    uploads.open("c")  # over the limit: the oldest is ended
-    assert uploads.get(a) is None and ended == ["a"] and len(uploads) == 2
-    gone: Uploads[str] = Uploads(ttl=0, on_expire=ended.append)
-    b = gone.open("b")
-    assert gone.get(b) is None and ended == ["a", "b"]
-
-
 # -- e2e: the SDK through the proxy ----------------------------------------------------------
 
 
@@ -221,6 +207,52 @@ def test_the_client_never_sees_googles_upload_url(proxy: RunningProxy) -> None:
     assert session not in url and session not in str(r.headers)
     assert "x-guploader-uploadid" not in r.headers
     assert proxy.rows(0, timeout=0.2) == []  # nothing recorded before the upload ends
+
+
+def test_an_upload_moves_between_replicas(
+    start_proxy: Callable[..., RunningProxy], pg_url: str, sdk: Callable[[str, str], genai.Client]
+) -> None:
+    a, b = start_proxy(pg_url), start_proxy(pg_url)
+    a.fake.resources.files.chunk_granularity = 64 * 1024
+    with httpx.Client(timeout=10) as http:
+        r = http.post(
+            f"{a.url}/upload/v1/files",
+            json={"file": {}},
+            headers={
+                "x-goog-api-key": a.key,
+                "X-Goog-Upload-Protocol": "resumable",
+                "X-Goog-Upload-Command": "start",
+                "X-Goog-Upload-Header-Content-Length": str(64 * 1024 + 3),
+                "X-Goog-Upload-Header-Content-Type": "text/plain",
+            },
+        )
+        path = r.headers["x-goog-upload-url"].removeprefix(a.url)
+        first = http.post(  # to the other replica
+            f"{b.url}{path}",
+            content=b"a" * 64 * 1024,
+            headers={"X-Goog-Upload-Command": "upload", "X-Goog-Upload-Offset": "0"},
+        )
+        assert first.headers["x-goog-upload-status"] == "active"
+        last = http.post(
+            f"{a.url}{path}",
+            content=b"end",
+            headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "65536"},
+        )
+        assert last.status_code == 200, last.text
+        name = last.json()["file"]["name"]
+        again = http.post(
+            f"{b.url}{path}",
+            content=b"x",
+            headers={"X-Goog-Upload-Command": "upload", "X-Goog-Upload-Offset": "0"},
+        )
+        assert again.status_code == 404 and again.headers["x-goog-upload-status"] == "final"
+    rows = a.rows(1)
+    assert [(r["operation"], r["resource"], r["status"]) for r in rows] == [
+        ("files.upload", name, 200)
+    ]
+    assert rows[0]["detail"] == {"bytes": 64 * 1024 + 3, "mimeType": "text/plain"}
+    got = httpx.get(f"{b.url}/v1/{name}", headers={"x-goog-api-key": b.key})
+    assert got.status_code == 200 and got.json()["name"] == name  # one tenant, any replica
 
 
 def test_multipart_upload_is_recorded(proxy: RunningProxy) -> None:

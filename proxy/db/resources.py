@@ -18,6 +18,7 @@ __all__ = [
     "aware",
     "bill_storage",
     "delete_resource",
+    "find_resource",
     "list_resources",
     "owned_resource",
     "update_resource",
@@ -53,6 +54,15 @@ async def owned_resource(
     )
     if kind is not None:
         query = query.where(Resource.kind == kind)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def find_resource(session: AsyncSession, name: str, kind: str) -> Resource | None:
+    """A live resource by name whoever owns it: for records addressed by a credential of their
+    own (an upload session's id), whose tenant the caller checks after."""
+    query = select(Resource).where(
+        Resource.name == name, Resource.kind == kind, Resource.deleted_at.is_(None)
+    )
     return (await session.execute(query)).scalar_one_or_none()
 
 

@@ -2,15 +2,17 @@
 
 Uploads are relayed, never held whole: a resumable upload's start goes upstream and the client
 gets an upload URL on the proxy (``/upload/{v}/files?upload_id=<the proxy's id>``) instead of
-Google's, whose id stays in this process (proxy/resources/uploads.py); each chunk streams through
-as it arrives. Chunks carry no API key (the SDK sends none: the upload URL is the credential), so
-the key that started the session is checked again on every chunk: a key revoked mid-way is
-refused at its next chunk. A multipart or raw upload is one request, streamed the same way.
+Google's, whose URL is kept in the proxy's database (a ``resources`` row of kind ``upload``, named
+by a hash of the proxy's id), so any worker or replica can take the next chunk; each chunk
+streams through as it arrives. Chunks carry no API key (the SDK sends none: the upload URL is
+the credential), so the key that started the session is checked again on every chunk: a key
+revoked mid-way is refused at its next chunk. A multipart or raw upload is one request, streamed
+the same way.
 
-The upload is one metered call, opened at the start and closed once: at the finalize, when the
-file's name is recorded as the tenant's (before the client learns it) and the ledger row names
-it with its size and mime type (storage is free: $0, priced); or when the session ends without a
-file (an upstream refusal, a revoked key, abandoned past its lifetime).
+An upload is one ledger row, written when it ends (the start and the chunks before the last
+record nothing): at the finalize, when the file's name is recorded as the tenant's (before the
+client learns it) and the row names it with its size and mime type (storage is free: $0,
+priced); or when the session ends without a file (an upstream refusal, a revoked key).
 
 ``files.get`` / ``delete`` / ``download`` answer 404 for a file that is not the tenant's, as if it
 did not exist; ``files.list`` pages through the tenant's own files (Owners.page, newest first)
@@ -20,9 +22,10 @@ dropped (after 48 hours) fall out of the list.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -63,12 +66,13 @@ _UPLOAD_REPLY = (
 )  # fmt: skip
 
 
-@dataclass(slots=True)
-class UploadSession:
-    call: MeteredCall
-    caller: Caller
-    key_digest: str  # the key that started it, checked again on every chunk
-    target: str  # Google's upload URL, path and query only (always sent to the upstream)
+UPLOAD = "upload"  # resources.kind of an upload session in progress
+
+
+def session_name(upload_id: str) -> str:
+    """The record of an upload session: named by a hash of its id (the id is the credential
+    of the chunks, so it is not stored as it is)."""
+    return "uploads/" + hashlib.sha256(upload_id.encode()).hexdigest()[:48]
 
 
 def file_name(raw: str) -> str:
@@ -117,9 +121,7 @@ async def upload(request: Request) -> Response:
             "or uploadType."
         )
     svc, caller = await authenticate(request)
-    if svc.uploads.on_expire is None:
-        svc.uploads.on_expire = expire_session
-    call = svc.pipeline.open(caller, route="native", operation="files.upload", model=ANY_MODEL)
+    call = _open(svc, caller, "files.upload")
     params = [("uploadType", t) for t in request.query_params.getlist("uploadType")[:1]]
     path = f"/upload/{version}/files"
     if protocol != "resumable":  # one request: the metadata and the bytes, streamed through
@@ -137,11 +139,17 @@ async def upload(request: Request) -> Response:
         log.warning("upstream named an unexpected upload URL path; upload refused")
         call.close(502, error_class="upload_url")
         raise ProxyError("The upstream answered the upload start unexpectedly.", status_code=502)
-    session = UploadSession(
-        call, caller, hash_key(client_key(request.headers, request.query_params) or ""),
-        f"{target.path}?{target.query}",
-    )  # fmt: skip
-    upload_id = svc.uploads.open(session)
+    # The start records nothing on the ledger: the upload's one row comes when it ends (this
+    # call is not closed). The session is kept in the database, so any worker or replica can
+    # take the next chunk.
+    upload_id = secrets.token_urlsafe(32)
+    digest = hash_key(client_key(request.headers, request.query_params) or "")
+    detail = {
+        "target": f"{target.path}?{target.query}",
+        "keyDigest": digest,
+        "tenant": caller.tenant_name,
+    }
+    await svc.owners.add(session_name(upload_id), UPLOAD, caller, detail=detail)
     query = f"upload_id={upload_id}&upload_protocol=resumable"
     own = f"{request.base_url}upload/{version}/files?{query}"
     headers = upload_headers(reply.headers) | {
@@ -151,50 +159,57 @@ async def upload(request: Request) -> Response:
     return Response(b"", status_code=200, headers=headers)
 
 
+def _no_session() -> Response:
+    return _upload_refusal(NotFound("No upload session with this id on this proxy."))
+
+
 async def _chunk(request: Request) -> Response:
     svc = services(request)
-    upload_id = request.query_params["upload_id"]
-    session: UploadSession | None = svc.uploads.get(upload_id)
-    if session is None:
-        return _upload_refusal(NotFound("No upload session with this id on this proxy."))
+    name = session_name(request.query_params["upload_id"])
+    session = await svc.owners.find(name, UPLOAD)
+    detail = session.detail if session is not None else None
+    if session is None or not isinstance(detail, dict):
+        return _no_session()
     try:
-        caller = await _chunk_caller(svc, request, session)
+        caller = await _chunk_caller(svc, request, session.tenant_id, str(detail["keyDigest"]))
     except Unauthenticated as exc:
-        # The key was revoked (or its tenant disabled) since the upload started: it ends here.
-        svc.uploads.end(upload_id)
-        session.call.close(401, error_class="key_revoked")
+        # The key was revoked (or its tenant disabled) since the upload started: it ends here,
+        # and the upload's row says so.
+        await svc.owners.delete(name)
+        revoked = Caller(session.tenant_id, str(detail.get("tenant", "")), session.key_id)
+        call = _open(svc, revoked, "files.upload")
+        call.close(401, error_class="key_revoked")
         return _upload_refusal(exc)
     if caller is None:
-        return _upload_refusal(NotFound("No upload session with this id on this proxy."))
-    call = session.call
-    try:
-        reply = await call.send(
-            "POST", session.target, content=request.stream(), headers=_forward(request)
-        )
-    except ProxyError:
-        svc.uploads.end(upload_id)  # send closed the call: the session is over
-        raise
+        return _no_session()
+    call = _open(svc, caller, "files.upload")
+    reply = await call.send(
+        "POST", str(detail["target"]), content=request.stream(), headers=_forward(request)
+    )
     status = reply.headers.get("x-goog-upload-status")
     if reply.status_code == 200 and status == "final":
-        svc.uploads.end(upload_id)
+        await svc.owners.delete(name)
         return await _final(svc, call, caller, reply)
     if reply.status_code != 200 and (status == "final" or reply.status_code < 500):
-        svc.uploads.end(upload_id)
-        return await passthrough(call, reply)
-    # Still active (or a transient upstream failure the client may retry): nothing closes yet.
+        await svc.owners.delete(name)
+        return await passthrough(call, reply)  # the upload ends: its row has the status
+    # Still active (or a transient upstream failure the client may retry): no row yet.
     content = await read_whole(reply)
     headers = reply_headers(reply.headers) | upload_headers(reply.headers)
     return Response(content, status_code=reply.status_code, headers=headers)
 
 
-async def _chunk_caller(svc: Services, request: Request, session: UploadSession) -> Caller | None:
-    """Who sends this chunk: the session's tenant (its key still valid), or None for a request
-    that carries another tenant's key (told the session does not exist)."""
+async def _chunk_caller(
+    svc: Services, request: Request, tenant_id: int, key_digest: str
+) -> Caller | None:
+    """Who sends this chunk: the session's tenant, its starting key still valid (or the key
+    the chunk carries, of the same tenant); None for another tenant's key (told the session
+    does not exist)."""
     secret = client_key(request.headers, request.query_params)
-    if secret:
-        caller = await svc.keys.authenticate(secret)
-        return caller if caller.tenant_id == session.caller.tenant_id else None
-    return await svc.keys.authenticate_digest(session.key_digest)
+    caller = await (
+        svc.keys.authenticate(secret) if secret else svc.keys.authenticate_digest(key_digest)
+    )
+    return caller if caller.tenant_id == tenant_id else None
 
 
 async def _final(
@@ -227,11 +242,6 @@ def _int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
-
-
-def expire_session(session: UploadSession) -> None:
-    """An upload abandoned past its lifetime: its call (the start went upstream) closes now."""
-    session.call.close(499, error_class="upload_abandoned")
 
 
 # -- get, list, delete, download -----------------------------------------------------------

@@ -2,6 +2,5 @@
 
 from .owners import Owners, Page
 from .references import check_references, referenced_names
-from .uploads import Uploads
 
-__all__ = ["Owners", "Page", "Uploads", "check_references", "referenced_names"]
+__all__ = ["Owners", "Page", "check_references", "referenced_names"]

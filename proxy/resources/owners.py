@@ -93,6 +93,15 @@ class Owners:
             self._remember(name, row.tenant_id)
         return row
 
+    async def find(self, name: str, kind: str) -> Resource | None:
+        """A live resource of ``kind`` whoever owns it: only for names that are themselves a
+        credential (an upload session's), never to answer a tenant about someone else's."""
+
+        async def job(session: AsyncSession) -> Resource | None:
+            return await sql.find_resource(session, name, kind)
+
+        return await self._run(job, write=False)
+
     async def owns(self, name: str, caller: Caller) -> bool:
         """Whether the caller's tenant made ``name``: cached, for references inside calls."""
         owner = self._owner.get(name)
