@@ -15,8 +15,10 @@ from google import genai
 from google.genai import _api_client, types
 from google.genai import errors as genai_errors
 
+from proxy.caller import Caller
 from proxy.db import queries
 from proxy.db.engine import make_engine, make_sessionmaker
+from proxy.db.resources import add_resource
 from proxy.errors import BadRequest
 from proxy.native.files import file_name, upload_headers
 from proxy.resources.references import may_reference, referenced_names
@@ -311,6 +313,37 @@ def test_tenant_b_gets_404_for_a_file_of_tenant_a_in_every_verb(
     with pytest.raises(genai_errors.ClientError) as err:
         a.files.get(name=name)
     assert err.value.code == 404
+
+
+async def _own(url: str, name: str, tenant: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            t = await queries.get_tenant(session, tenant)
+            assert t is not None
+            await add_resource(session, name, "file", Caller(t.id, tenant, None))
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+def test_a_generated_file_downloads_streamed_to_its_tenant_only(proxy: RunningProxy) -> None:
+    # Google serves downloads of generated files (batch results, videos) only; the feature that
+    # makes one records it for its tenant, as done here by hand.
+    data = bytes(range(256)) * 4096  # 1 MiB
+    f = proxy.fake.resources.files.add(data, "application/jsonl", source="GENERATED")
+    run_sync(lambda: _own(proxy.settings.database_url, f.name, proxy.tenant))
+    other = proxy.new_key("team-b")
+    for path in (f"/v1beta/{f.name}:download", f"/download/v1beta/{f.name}:download"):
+        r = httpx.get(f"{proxy.url}{path}?alt=media", headers={"x-goog-api-key": proxy.key})
+        assert r.status_code == 200 and r.content == data
+        assert r.headers["content-type"] == "application/jsonl"
+        refused = httpx.get(f"{proxy.url}{path}?alt=media", headers={"x-goog-api-key": other})
+        assert refused.status_code == 404
+    rows = proxy.rows(2)
+    assert [(r["operation"], r["resource"], r["status"]) for r in rows] == [
+        ("files.download", f.name, 200)
+    ] * 2
 
 
 def test_files_list_pages_through_the_tenants_own_files(
