@@ -68,7 +68,9 @@ def test_file_names_are_normalised(raw: str, name: str) -> None:
     assert file_name(raw) == name
 
 
-@pytest.mark.parametrize("raw", ["", "files/", "files/a/b", "files/a.b", "x" * 41, "../x"])
+@pytest.mark.parametrize(
+    "raw", ["", "files/", "files/a/b", "files/a.b", "x" * 41, "../x", "files/é", "a b"]
+)
 def test_bad_file_names_are_refused(raw: str) -> None:
     with pytest.raises(BadRequest, match="Invalid file name"):
         file_name(raw)

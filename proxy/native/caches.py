@@ -48,11 +48,12 @@ VERSIONS = ("v1beta", "v1")
 DEFAULT_TTL = timedelta(hours=1)  # Google's, when a create names neither ttl nor expireTime
 _DURATION = re.compile(r"(\d{1,12})(?:\.(\d{1,9}))?s")
 _FRACTION = re.compile(r"\.(\d+)")
+_ID = re.compile(r"[A-Za-z0-9-]+")
 
 
 def cache_name(raw: str) -> str:
     cache_id = raw.removeprefix("cachedContents/")
-    if not cache_id or len(cache_id) > 64 or not all(c.isalnum() or c == "-" for c in cache_id):
+    if not cache_id or len(cache_id) > 64 or not _ID.fullmatch(cache_id):
         raise BadRequest(f"Invalid cached content name {raw[:80]!r}.")
     return f"cachedContents/{cache_id}"
 
@@ -270,10 +271,14 @@ async def delete(request: Request) -> Response:
     if reply.status_code not in (200, 403, 404):
         return await passthrough(call, reply)
     content = await read_whole(reply)
-    # Deleted now, or gone already (expired): billing ends now or stays where it was.
-    moved = await svc.owners.bill_storage(name, _now(), delete=True)
     status = reply.status_code
-    if moved is None or moved.new_until == moved.billed_until or status != 200:
+    if status != 200:
+        # Gone already: expired (billed to its expiry, rightly) or deleted by another call,
+        # whose credit stands. Billing does not move here.
+        await svc.owners.delete(name)
+        return _charged(call, content, status, None, None)
+    moved = await svc.owners.bill_storage(name, _now(), delete=True)
+    if moved is None or moved.new_until == moved.billed_until:
         return _charged(call, content, status, None, None)
     priced, hours = price_storage(
         svc.catalog, model.name, moved.token_count, moved.held_from, moved.billed_until,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -67,6 +68,7 @@ _UPLOAD_REPLY = (
 
 
 UPLOAD = "upload"  # resources.kind of an upload session in progress
+_ID = re.compile(r"[A-Za-z0-9-]+")
 
 
 def session_name(upload_id: str) -> str:
@@ -78,7 +80,7 @@ def session_name(upload_id: str) -> str:
 def file_name(raw: str) -> str:
     """``abc`` / ``files/abc`` → ``files/abc``; anything else a file id cannot be is a 400."""
     file_id = raw.removeprefix("files/")
-    if not file_id or len(file_id) > 40 or not all(c.isalnum() or c == "-" for c in file_id):
+    if not file_id or len(file_id) > 40 or not _ID.fullmatch(file_id):
         raise BadRequest(f"Invalid file name {raw[:60]!r}.")
     return f"files/{file_id.lower()}"
 
@@ -264,7 +266,7 @@ def _open(svc: Services, caller: Caller, operation: str, name: str | None = None
 
 async def one_file(request: Request) -> Response:
     target = request.path_params["file"]
-    if target.endswith(":download"):
+    if target.endswith(":download") and request.method == "GET":
         request.path_params["file"] = target.removesuffix(":download")
         return await download(request)
     if ":" in target:
