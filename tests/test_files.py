@@ -174,6 +174,13 @@ def test_sdk_upload_in_chunks_through_the_proxy_then_generate(
         'tenant="team-a"}' in scraped
     )
 
+    usage = httpx.get(
+        f"{proxy.url}/admin/usage?group_by=operation",
+        headers={"authorization": "Bearer admin-token-for-tests"},
+    )
+    assert usage.status_code == 200, usage.text
+    assert [(r["operation"], r["requests"]) for r in usage.json()] == [("files.upload", 1)]
+
     reply = client.models.generate_content(
         model=MODEL,
         contents=[types.Part.from_uri(file_uri=f.uri or "", mime_type="text/plain"), "summary?"],
@@ -346,6 +353,27 @@ def test_a_generated_file_downloads_streamed_to_its_tenant_only(proxy: RunningPr
     assert [(r["operation"], r["resource"], r["status"]) for r in rows] == [
         ("files.download", f.name, 200)
     ] * 2
+
+
+def test_openai_route_refuses_another_tenants_file(
+    proxy: RunningProxy, sdk: Callable[[str, str], genai.Client]
+) -> None:
+    f = upload(sdk(proxy.url, proxy.key), b"an image, say", "image/png")
+    image = {"type": "image_url", "image_url": {"url": f.uri}}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": [image]}]}
+    r = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {proxy.new_key('team-b')}"},
+        json=body,
+    )
+    assert r.status_code == 404 and "not found" in r.json()["error"]["message"]
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}  # OpenAI's envelope
+    ok = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {proxy.key}"},
+        json=body,
+    )
+    assert ok.status_code == 200, ok.text
 
 
 def test_files_list_pages_through_the_tenants_own_files(

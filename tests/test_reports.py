@@ -99,6 +99,7 @@ def _naive(
             "tenant": keys[r["key_id"]][0], "model": r["model"], "key": keys[r["key_id"]][1],
             "day": ts.astimezone(UTC).date().isoformat(),
             "hour": ts.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z"),
+            "operation": r["operation"],
         }  # fmt: skip
         acc = out[tuple(label[g] for g in group_by)]
         acc["requests"] += 1
