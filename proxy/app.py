@@ -21,10 +21,12 @@ from starlette.routing import Route
 from . import metrics
 from .admin.routes import create_admin_app, tenant_usage
 from .db.faults import rows_refused
-from .errors import BadRequest, Envelope, ProxyError, ServiceUnavailable, to_response
+from .errors import BadRequest, Envelope, NotFound, ProxyError, ServiceUnavailable, to_response
 from .live import relay as live
 from .logs import configure_logging, install_redaction
 from .middleware import Deadline, ServerMiddleware
+from .native import caches as native_caches
+from .native import files as native_files
 from .native import routes as native
 from .openai import routes as openai
 from .openai.errors import unknown_openai_route
@@ -46,16 +48,37 @@ OPENAI_PREFIXES = (
 )  # fmt: skip
 
 
+# Paths both APIs have under /v1 (Gemini's models, files and batches; OpenAI's too): Gemini's
+# when the path has a method (":") or the client is Google's (where it puts its key).
+SHARED_V1 = ("/v1/models", "/v1/files", "/v1/batches")
+# The proxy's own /v1 route (the tenant's usage), answered in OpenAI's envelope.
+PROXY_V1 = ("/v1/usage",)
+
+
 def envelope_for(request: Request) -> Envelope:
-    """Which API a request came through, so its errors come back in that API's shape."""
+    """Which API a request came through, so its errors come back in that API's shape: every
+    path under /v1beta, /upload and /download is Gemini's, and so is every /v1 path OpenAI's API
+    does not have (an unknown one included, so Google's SDKs can read its 404)."""
     path = request.url.path
     if path.startswith(OPENAI_PREFIXES):
         return "openai"
-    if path.startswith(("/v1beta/", "/models/")):
+    if path.startswith(("/v1beta/", "/models/", "/upload/", "/download/")):
         return "gemini"
-    if path.startswith("/v1/models") and (":" in path or is_native_client(request)):
-        return "gemini"
+    if path.startswith(SHARED_V1):
+        return "gemini" if ":" in path or is_native_client(request) else "openai"
+    if path.startswith("/v1/") and not path.startswith(PROXY_V1):
+        # An OpenAI client (a Bearer key, never Google's way) on a route of OpenAI's this list
+        # does not name still reads OpenAI's envelope.
+        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+        return "openai" if bearer and not is_native_client(request) else "gemini"
     return "openai"
+
+
+def unknown_gemini_route(method: str, path: str) -> ProxyError:
+    """Gemini's 404 NOT_FOUND naming the route (also for a known path with another method, as
+    Google answers), in the envelope Google's SDKs read."""
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    return NotFound(f"The proxy serves no route {method} {shown}.")
 
 
 def is_native_client(request: Request) -> bool:
@@ -158,6 +181,8 @@ def create_app(settings: Settings, *, svc: Services | None = None) -> Starlette:
             # bare proxy URL posts to <root>/models/{model}:{method}.
             Route("/models/{target:path}", native.call_model, methods=["POST"]),
             *openai.routes(),
+            *native_files.routes(),
+            *native_caches.routes(),
             Route("/v1/models", _models, methods=["GET"]),
             Route("/v1/models/{model}", _model, methods=["GET"]),
             Route("/v1/usage", tenant_usage, methods=["GET"]),
@@ -189,6 +214,8 @@ def _install_error_handlers(app: Starlette) -> None:
             err = unknown_openai_route(
                 request.method, request.url.path, exc.status_code, exc.headers
             )
+        elif envelope == "gemini" and exc.status_code in (404, 405):
+            err = unknown_gemini_route(request.method, request.url.path)
         return to_response(err, envelope)
 
     async def validation_error(request: Request, exc: Exception) -> Response:

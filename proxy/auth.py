@@ -99,7 +99,11 @@ class KeyCache:
     async def authenticate(self, secret: str | None) -> Caller:
         if not secret:
             raise Unauthenticated("Missing API key: send it as x-goog-api-key, ?key= or Bearer.")
-        digest = hash_key(secret)
+        return await self.authenticate_digest(hash_key(secret))
+
+    async def authenticate_digest(self, digest: str) -> Caller:
+        """Check a key known by its digest again (an upload session's chunks carry no key: the
+        key that started it must still be valid); the same cache and bounds as a key."""
         now = time.monotonic()
         known = self._known.get(digest)
         if known is not None:

@@ -121,6 +121,21 @@ TIME_TO_FIRST_TOKEN = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+# Calls on stored resources (files, caches): their operation is a label, from this fixed set
+# (anything else is "other"), so the label stays bounded whatever a route names.
+RESOURCE_OPERATIONS = frozenset(
+    {
+        "files.upload", "files.get", "files.list", "files.delete", "files.download",
+        "cachedContents.create", "cachedContents.list", "cachedContents.get",
+        "cachedContents.patch", "cachedContents.delete",
+    }
+)  # fmt: skip
+RESOURCE_CALLS = Counter(
+    "gemini_meter_resource_calls_total",
+    "Calls on stored resources (files, context caches) by tenant, operation and HTTP status class.",
+    ["tenant", "operation", "status_class"],
+)
+
 UPSTREAM_RETRIES = Counter(
     "gemini_meter_upstream_retries_total",
     "Extra upstream attempts made before the first byte reached the client, by what was "
@@ -259,6 +274,8 @@ class _ClosedCall(Protocol):
     @property
     def route(self) -> str: ...
     @property
+    def operation(self) -> str: ...
+    @property
     def status(self) -> int: ...
     @property
     def elapsed(self) -> float: ...
@@ -289,8 +306,12 @@ class CallMetrics:
             n = getattr(usage, kind.name)
             if n:
                 TOKENS.labels(call.tenant, model, kind.metric).inc(n)
-        if call.cost_usd:
+        # A credit (a cache deleted early, negative) cannot lower a counter: the ledger has it.
+        if call.cost_usd and call.cost_usd > 0:
             COST_USD.labels(call.tenant, model).inc(float(call.cost_usd))
+        if call.operation.startswith(("files.", "cachedContents.")):
+            op = call.operation if call.operation in RESOURCE_OPERATIONS else "other"
+            RESOURCE_CALLS.labels(call.tenant, op, f"{call.status // 100}xx").inc()
         if not call.priced:
             UNPRICED_CALLS.labels(model).inc()
 

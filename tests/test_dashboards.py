@@ -343,6 +343,9 @@ def test_every_panel_query_returns_series_from_real_traffic(
                 headers=a,
             )
             assert r.status_code == 200
+            # A call on stored resources (an empty file list): the resource panel needs one.
+            r = client.get(f"{proxy.url}/v1beta/files", headers=a)
+            assert r.status_code == 200, r.text
         if round_no > 1:
             return
         # The quota panels from real quota traffic: tenant B gets an RPM limit of 4 and calls
@@ -382,9 +385,9 @@ def test_every_panel_query_returns_series_from_real_traffic(
     with prometheus_scraping(proxy.url, tmp_path) as prom, httpx.Client(timeout=10) as client:
         traffic(1)
         # Prometheus applies its targets 5 s after it starts: the first scrape comes then.
-        wait_for_value(client, prom, calls_of_a, 5)
+        wait_for_value(client, prom, calls_of_a, 6)
         traffic(2)
-        wait_for_value(client, prom, calls_of_a, 10)  # now every series has two samples or more
+        wait_for_value(client, prom, calls_of_a, 12)  # now every series has two samples or more
 
         failures: list[str] = []
         for where, _, target in all_targets():

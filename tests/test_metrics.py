@@ -51,6 +51,7 @@ ALLOWED_LABELS = {
     "price_list",
     "reason",
     "outcome",
+    "operation",  # of calls on stored resources: a fixed set (metrics.RESOURCE_OPERATIONS)
 }
 
 

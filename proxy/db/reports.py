@@ -138,8 +138,8 @@ async def usage_report(
     hi = hour_of(until) if until else None
     parts: list[tuple[str, datetime | None, datetime | None]] = []
     if "operation" in group_by:
-        # The rollups are not kept per operation (batch responses, images, videos, uploads):
-        # by operation, a report sums the raw ledger, as far back as it is retained.
+        # The rollups do not keep the operation (files.upload, cachedContents.create, ...):
+        # grouped by it, the whole range is summed from the ledger itself.
         parts.append(("raw", since, until))
     elif lo is not None and hi is not None and lo >= hi:
         parts.append(("raw", since, until))
@@ -202,7 +202,7 @@ async def _sum(
         "key": func.coalesce(ApiKey.prefix, ""),
         "day": _day_expr(dialect, ts),
         "hour": ts if source == "rollup" else _hour_expr(dialect, ts),
-        "operation": UsageEvent.__table__.c.operation,
+        "operation": None if source == "rollup" else t.operation,
     }
     keys = [columns[g] for g in group_by]
     stmt = select(*keys, *sums).join(Tenant, Tenant.id == t.tenant_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,12 +15,16 @@ from .tables import Resource
 
 __all__ = [
     "METERED_KINDS",
+    "StorageMove",
     "add_resource",
     "adopt_resource",
+    "aware",
+    "bill_storage",
     "claim_due",
     "claim_one",
     "count_unmetered",
     "delete_resource",
+    "find_resource",
     "list_resources",
     "mark_metered",
     "owned_resource",
@@ -71,6 +76,15 @@ async def owned_resource(
     )
     if kind is not None:
         query = query.where(Resource.kind == kind)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def find_resource(session: AsyncSession, name: str, kind: str) -> Resource | None:
+    """A live resource by name whoever owns it: for records addressed by a credential of their
+    own (an upload session's id), whose tenant the caller checks after."""
+    query = select(Resource).where(
+        Resource.name == name, Resource.kind == kind, Resource.deleted_at.is_(None)
+    )
     return (await session.execute(query)).scalar_one_or_none()
 
 
@@ -192,3 +206,40 @@ async def count_unmetered(session: AsyncSession) -> dict[str, int]:
     )
     found = {kind: int(n) for kind, n in (await session.execute(query)).all()}
     return {kind: found.get(kind, 0) for kind in METERED_KINDS}
+
+
+def aware(t: datetime) -> datetime:
+    """A stored time in UTC (SQLite gives them back without their zone)."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageMove:
+    """A cache's billing moved: its size, when it was made, billed until before and now."""
+
+    token_count: int
+    held_from: datetime
+    billed_until: datetime
+    new_until: datetime
+
+
+async def bill_storage(
+    session: AsyncSession, name: str, until: datetime, *, delete: bool = False
+) -> StorageMove | None:
+    """Move cache ``name``'s ``billed_until`` to ``until`` under a row lock (PostgreSQL's FOR
+    UPDATE; SQLite serialises writers), so two replicas patching or deleting one cache bill
+    each period once. ``delete``: the cache ends at ``until`` — billing only moves back (a
+    credit for the unheld remainder), never forward, and the row is marked deleted."""
+    query = select(Resource).where(Resource.name == name, Resource.kind == "cache")
+    row = (await session.execute(query.with_for_update())).scalar_one_or_none()
+    if row is None or row.billed_until is None or row.token_count is None:
+        return None
+    held_from, old = aware(row.created_at), aware(row.billed_until)
+    new = max(held_from, min(until, old)) if delete else max(held_from, until)
+    row.billed_until = new
+    if delete:
+        row.deleted_at = until
+    else:
+        row.expire_time = until
+    await session.flush()
+    return StorageMove(row.token_count, held_from, old, new)

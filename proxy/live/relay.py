@@ -171,7 +171,7 @@ class Relay:
             return False
         refused: ProxyError | None = None
         try:
-            _, self.caller = await authenticate(self.ws)
+            _, caller = await authenticate(self.ws)
         except ProxyError as exc:
             refused = exc
         try:
@@ -185,6 +185,7 @@ class Relay:
             # client's send of its setup, and the SDK would not surface the reason.
             self.stop("refused", POLICY, str(refused))
             return False
+        self.caller = caller
         if first is None:
             return False
         try:

@@ -30,6 +30,7 @@ from ..pipeline import MeteredCall, meter_headers, read_whole
 from ..pipeline.resources import generated_files
 from ..pricing.cost import PricedCall, price_call
 from ..quotas.estimate import Estimate, batch_estimate, batch_factor
+from ..resources import check_references
 from ..services import Services, authenticate
 from ..sse import parse_event
 from ..upstream import UpstreamResponse
@@ -150,6 +151,9 @@ async def create_batch(request: Request, model: ModelId, method: str) -> Respons
     if not isinstance(batch, Mapping):
         raise BadRequest("The request needs a batch object.")
     source = inline_requests(batch)
+    if not isinstance(source, str):  # files and caches its requests name: the tenant's own
+        for inline in source:
+            await check_references(svc.owners, caller, body, inline)
     each = EMBED_REQUEST if method == EMBED_METHOD else "generateContent"
     estimate, count = await _worst_case(svc, caller, model, source, each)
     call = await svc.pipeline.admit(

@@ -16,8 +16,10 @@ __all__ = ["passthrough", "version_of"]
 
 def version_of(request: Request) -> str:
     # "/v1/..." is v1; "/v1beta/..." and the unversioned "/models/..." (litellm's gemini/
-    # provider with the bare proxy URL, registered in app.py) are v1beta.
-    return "v1" if request.url.path.startswith("/v1/") else "v1beta"
+    # provider with the bare proxy URL, registered in app.py) are v1beta; so are uploads and
+    # downloads, under /upload/{version}/ and /download/{version}/.
+    path = request.url.path
+    return "v1" if path.startswith(("/v1/", "/upload/v1/", "/download/v1/")) else "v1beta"
 
 
 async def passthrough(

@@ -11,6 +11,7 @@ from ..estimate import estimate_text_tokens, request_text
 from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
 from ..model_ids import ANY_MODEL, ModelId, model_id
 from ..pipeline import Observer, stream
+from ..resources import check_references
 from ..services import authenticate
 from ..sse import JsonArrayDecoder, SSEDecoder
 from ..usage import Usage
@@ -87,6 +88,7 @@ async def call_model(request: Request) -> Response:
     params = upstream_params(request, method)
     body = await read_body(request, svc.settings.max_body_bytes)
     payload = parse_json_object(body)
+    await check_references(svc.owners, caller, body, payload)  # another tenant's file: 404
     streamed = method == "streamGenerateContent"
     call = await svc.pipeline.admit(
         caller, route="native", operation=method, model=model, request=payload,

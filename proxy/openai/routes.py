@@ -25,6 +25,7 @@ from ..pipeline import CallResult, MeteredCall, fail, finish, meter_headers, rea
 from ..pricing.cost import PricedCall
 from ..pricing.media import price_images
 from ..quotas.estimate import Estimate
+from ..resources import check_references
 from ..services import authenticate
 from ..sse import parse_event
 from ..upstream import UpstreamResponse
@@ -106,11 +107,14 @@ async def _admit(
     """Authenticate, read and translate the body, admit the call against the tenant's quotas.
     ``tokens_in``: the field that may hold token ids to decode (their table loads off-loop)."""
     svc, caller = await authenticate(request)
-    payload = parse_json_object(await read_body(request, svc.settings.max_body_bytes))
+    body = await read_body(request, svc.settings.max_body_bytes)
+    payload = parse_json_object(body)
     if tokens_in and (encoding := encoding_needed(payload.get(tokens_in), tokens_in)):
         await asyncio.to_thread(load_encoding, encoding)
     translated = translate(payload)
     model = _model_id(translated.model)
+    # A file URI or cached content of another tenant's: 404, as if it did not exist.
+    await check_references(svc.owners, caller, body, admission_request(translated))
     call = await svc.pipeline.admit(
         caller, route="openai", operation=_method(translated.stream), model=model,
         request=admission_request(translated), streamed=translated.stream,

@@ -33,7 +33,7 @@ from ..pricing.cost import PricedCall, price_operation
 from ..pricing.review import PriceReview
 from ..quotas.estimate import Estimate
 from ..quotas.service import Admission, QuotaService
-from ..upstream import Upstream, UpstreamResponse
+from ..upstream import Body, Upstream, UpstreamResponse
 from ..usage import Usage
 
 __all__ = ["CallResult", "ClosedCall", "MeteredCall", "Pipeline"]
@@ -247,7 +247,7 @@ class MeteredCall:
         path: str,
         *,
         params: Sequence[tuple[str, str]] = (),
-        content: bytes | None = None,
+        content: Body | None = None,
         headers: dict[str, str] | None = None,
         stream: bool = False,
     ) -> UpstreamResponse:

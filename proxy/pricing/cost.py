@@ -43,7 +43,18 @@ BATCH_AND_MEDIA_FREE = frozenset(
     {"batches.create", "batches.get", "batches.list", "batches.cancel", "batches.delete",
      "videos.create", "operations.get"}
 )  # fmt: skip
-FREE_OPERATIONS = frozenset({"countTokens", "listModels", "getModel"}) | BATCH_AND_MEDIA_FREE
+FREE_OPERATIONS = (
+    frozenset(
+        {
+            "countTokens", "listModels", "getModel",
+            # Files: storage is free today; each call still gets its row (docs/resources.md).
+            "files.upload", "files.get", "files.list", "files.delete", "files.download",
+            # Reading caches; their storage is priced on create, patch and delete (storage.py).
+            "cachedContents.get", "cachedContents.list",
+        }
+    )
+    | BATCH_AND_MEDIA_FREE
+)  # fmt: skip
 _QUANTUM = Decimal(1).scaleb(-USD_PLACES)
 _MILLION = Decimal(1_000_000)
 _THOUSAND = Decimal(1000)

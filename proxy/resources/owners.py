@@ -50,6 +50,7 @@ class Owners:
         self._timeout = timeout
         self._cache_size = cache_size
         self._owner: OrderedDict[str, int] = OrderedDict()  # name -> tenant id
+        self._billing = asyncio.Lock()
 
     async def _run(self, job: Callable[[AsyncSession], Awaitable[T]], *, write: bool) -> T:
         try:
@@ -105,6 +106,15 @@ class Owners:
             self._remember(name, row.tenant_id)
         return row
 
+    async def find(self, name: str, kind: str) -> Resource | None:
+        """A live resource of ``kind`` whoever owns it: only for names that are themselves a
+        credential (an upload session's), never to answer a tenant about someone else's."""
+
+        async def job(session: AsyncSession) -> Resource | None:
+            return await sql.find_resource(session, name, kind)
+
+        return await self._run(job, write=False)
+
     async def owns(self, name: str, caller: Caller) -> bool:
         """Whether the caller's tenant made ``name``: cached, for references inside calls."""
         owner = self._owner.get(name)
@@ -131,6 +141,21 @@ class Owners:
             await sql.update_resource(session, name, **fields)
 
         await self._run(job, write=True)
+
+    async def bill_storage(
+        self, name: str, until: datetime, *, delete: bool = False
+    ) -> sql.StorageMove | None:
+        """Move a cache's billing to ``until`` (see :func:`proxy.db.resources.bill_storage`);
+        one at a time in this process (SQLite has no row locks)."""
+
+        async def job(session: AsyncSession) -> sql.StorageMove | None:
+            return await sql.bill_storage(session, name, until, delete=delete)
+
+        async with self._billing:
+            moved = await self._run(job, write=True)
+        if delete:
+            self._owner.pop(name, None)
+        return moved
 
     async def delete(self, name: str) -> None:
         async def job(session: AsyncSession) -> None:

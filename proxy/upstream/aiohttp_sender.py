@@ -22,6 +22,7 @@ from ..errors import (
     RemoteProtocolError,
     TransportError,
 )
+from .client import Body
 
 __all__ = ["AiohttpReply", "AiohttpSender", "upstream_ssl"]
 
@@ -134,7 +135,7 @@ class AiohttpSender:
         path: str,
         *,
         params: Sequence[tuple[str, str]],
-        content: bytes | None,
+        content: Body | None,
         headers: dict[str, str],
     ) -> AiohttpReply:
         try:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,7 +26,7 @@ from ..errors import (
     UpstreamUnreachable,
 )
 
-__all__ = ["KeyPool", "Sender", "Upstream", "UpstreamReply", "UpstreamResponse"]
+__all__ = ["Body", "KeyPool", "Sender", "Upstream", "UpstreamReply", "UpstreamResponse"]
 
 log = logging.getLogger("gemini_meter.upstream")
 
@@ -65,6 +65,10 @@ class KeyPool:
         self._cool_until[idx] = time.monotonic() + seconds
 
 
+# A request body: bytes, or a stream relayed as it arrives (an upload's chunk, never held whole).
+Body = bytes | AsyncIterable[bytes]
+
+
 class UpstreamResponse(Protocol):
     """A reply opened before its body is read. ``content`` is there once ``aread`` returned;
     the transport errors of proxy/errors.py are all a sender's methods raise."""
@@ -90,7 +94,7 @@ class Sender(Protocol):
         path: str,
         *,
         params: Sequence[tuple[str, str]],
-        content: bytes | None,
+        content: Body | None,
         headers: dict[str, str],
     ) -> UpstreamResponse: ...
 
@@ -126,18 +130,20 @@ class Upstream:
         path: str,
         *,
         params: Sequence[tuple[str, str]] = (),
-        content: bytes | None = None,
+        content: Body | None = None,
         headers: dict[str, str] | None = None,
         stream: bool = False,
     ) -> UpstreamReply:
         """Send a request, retrying connection failures, 429 (on another key) and 5xx.
 
         Retries happen only here, before any byte has gone back to the client. The reply is
-        returned unread when ``stream`` is true; the caller closes it.
+        returned unread when ``stream`` is true; the caller closes it. A streamed body (not
+        bytes) is read once as it is sent: it is never retried.
         """
         if not len(self.keys):
             raise ServiceUnavailable("The proxy has no upstream Gemini API key configured.")
         attempt = 0
+        retries = self._retries if content is None or isinstance(content, bytes) else 0
         while True:
             idx = self.keys.pick()
             hdrs = dict(headers or {})
@@ -148,7 +154,7 @@ class Upstream:
                 )
             except TransportTimeout as exc:
                 metrics.UPSTREAM_ERRORS.labels("timeout").inc()
-                if attempt < self._retries and isinstance(exc, ConnectTimeout):
+                if attempt < retries and isinstance(exc, ConnectTimeout):
                     metrics.UPSTREAM_RETRIES.labels("timeout").inc()
                     attempt += 1
                     await self._sleep(attempt)
@@ -157,7 +163,7 @@ class Upstream:
             except TransportError as exc:
                 metrics.UPSTREAM_ERRORS.labels("connect").inc()
                 log.warning("upstream connection failed: %s", type(exc).__name__)
-                if attempt < self._retries:
+                if attempt < retries:
                     metrics.UPSTREAM_RETRIES.labels("connect").inc()
                     attempt += 1
                     await self._sleep(attempt)
@@ -168,7 +174,7 @@ class Upstream:
                 metrics.UPSTREAM_ERRORS.labels(str(status)).inc()
             if status == 429:
                 self.keys.cool_down(idx)
-            if status in _RETRY_STATUSES and attempt < self._retries and self._may_retry(status):
+            if status in _RETRY_STATUSES and attempt < retries and self._may_retry(status):
                 metrics.UPSTREAM_RETRIES.labels(str(status)).inc()
                 await response.aclose()
                 attempt += 1

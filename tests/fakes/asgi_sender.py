@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -75,7 +75,7 @@ class AsgiSender:
         path: str,
         *,
         params: Sequence[tuple[str, str]],
-        content: bytes | None,
+        content: bytes | AsyncIterable[bytes] | None,
         headers: dict[str, str],
     ) -> AsgiReply:
         raw_path, _, query = path.partition("?")
@@ -94,11 +94,20 @@ class AsgiSender:
         )
         body: asyncio.Queue[Any] = asyncio.Queue()
 
+        chunks = None if content is None or isinstance(content, bytes) else aiter(content)
+
         async def receive() -> dict[str, Any]:
             nonlocal request_sent
+            if chunks is not None and not request_sent:  # a streamed body, chunk by chunk
+                try:
+                    return {"type": "http.request", "body": await anext(chunks), "more_body": True}
+                except StopAsyncIteration:
+                    request_sent = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             if not request_sent:
                 request_sent = True
-                return {"type": "http.request", "body": content or b"", "more_body": False}
+                body = content if isinstance(content, bytes) else b""
+                return {"type": "http.request", "body": body, "more_body": False}
             await asyncio.Event().wait()  # the client never disconnects on its own
             raise AssertionError("unreachable")
 
