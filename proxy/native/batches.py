@@ -263,6 +263,25 @@ def _model(row: Resource) -> ModelId:
     return model_id(row.model or "unknown", prefixed=True)
 
 
+# How long a delete waits for a metering another task or replica is running.
+METERING_WAIT = 5.0
+
+
+async def _metered_soon(svc: Services, caller: Caller, row: Resource) -> Resource:
+    """The batch's record once whoever holds its claim (``claimed_by``: metering or polling
+    it now) lets go, or as it stands after METERING_WAIT."""
+    row = await svc.owners.get(row.name, caller, kind=KIND) or row
+    deadline = asyncio.get_running_loop().time() + METERING_WAIT
+    while (
+        row.metered_at is None
+        and row.claimed_by is not None
+        and asyncio.get_running_loop().time() < deadline
+    ):
+        await asyncio.sleep(0.1)
+        row = await svc.owners.get(row.name, caller, kind=KIND) or row
+    return row
+
+
 @gemini_errors
 async def batch(request: Request) -> Response:
     """GET / DELETE ``batches/{id}``, POST ``batches/{id}:cancel``."""
@@ -291,11 +310,9 @@ async def batch(request: Request) -> Response:
         reply = await call.send("POST", f"/{version}/{name}:cancel", content=b"{}")
         return await passthrough(call, reply)
     if row.metered_at is None and not await svc.reconciler.reconcile(name):
-        # Once deleted upstream its results are gone: it must be metered first (here, or by
-        # another replica meanwhile).
-        now = await svc.owners.get(name, caller, kind=KIND)
-        if now is not None and now.metered_at is not None:
-            row = now
+        # Once deleted upstream its results are gone: it must be metered first — here, or by
+        # whoever holds its claim now (the background loop, another replica): wait for that.
+        row = await _metered_soon(svc, caller, row)
     if row.metered_at is None:
         raise BadRequest(
             f"Batch {name} has not ended or its results are not metered yet: cancel it (or "
