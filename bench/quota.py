@@ -247,18 +247,21 @@ def exhaust(fake: Fake, src: Path, rundir: Path, args: argparse.Namespace,
             server: list[int] | None, load: list[int] | None) -> dict[str, Any]:  # fmt: skip
     """A budget for ``calls`` worst cases, two replicas, 64 connections until it is spent."""
     from proxy.pricing.catalog import Catalog
-    from proxy.pricing.cost import compute_cost
+    from proxy.pricing.cost import price_call
     from proxy.quotas.estimate import estimate_call
+    from proxy.settings import Settings
     from proxy.usage import Usage
 
-    catalog = Catalog.load()
+    # The catalog the proxy under test builds from its settings (the default list and its
+    # fallback): the same resolution prices the ledger's rows and the quota's worst case.
+    s = Settings.model_construct()  # its defaults: the bench strips GEMINI_* from its env
+    catalog = Catalog.load(s.price_list, s.price_overrides, s.price_list_fallback or None)
     calls = 200 if args.quick else 2000
     est = estimate_call(catalog, "gemini-2.5-flash", orjson.loads(native_body()))
-    price = catalog.resolve("gemini-2.5-flash")
-    assert est.cost_usd is not None and price is not None
     # Every call spends all it may: the fake reports the whole output budget as thoughts.
     usage = Usage(prompt_tokens=est.prompt_tokens, thinking_tokens=est.max_output_tokens)
-    cost = compute_cost(usage, price).usd
+    cost = price_call(catalog, "gemini-2.5-flash", usage, status=200, at=None).cost
+    assert est.cost_usd is not None and cost is not None
     budget = (cost * calls + cost / 2).quantize(Decimal("1e-10"))
     fake.configure(usage_prompt=est.prompt_tokens, usage_output=0,
                    usage_thoughts=est.max_output_tokens)  # fmt: skip

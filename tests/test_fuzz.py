@@ -44,9 +44,26 @@ ROUTES = [
     ("POST", "/v1/embeddings"),
     ("GET", "/v1/models"),
     ("GET", "/v1beta/models"),
+    ("POST", "/v1/responses"),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/images/generations"),
+    ("POST", "/v1beta/models/gemini-2.5-flash:batchGenerateContent"),
+    ("POST", "/v1beta/models/imagen-3.0-generate-002:predict"),
+    ("POST", "/v1beta/models/veo-2.0-generate-001:predictLongRunning"),
+    ("POST", "/v1beta/cachedContents"),
+    ("GET", "/v1beta/cachedContents"),
+    ("POST", "/upload/v1beta/files"),
+    ("GET", "/v1beta/files"),
+    ("GET", "/v1beta/batches"),
 ]
-# Paths the upstream may legitimately see: /{v1,v1beta}/models[/{id}[:{method}]].
-_ALLOWED_UPSTREAM = re.compile(r"/(v1|v1beta)/models(/[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z]+)?)?")
+# Paths the upstream may legitimately see: /{v1,v1beta}/models[/{id}[:{method}]], the stored
+# resources' collections and members, and the upload route.
+_ID = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_ALLOWED_UPSTREAM = re.compile(
+    rf"/(v1|v1beta)/models(/{_ID}(:[A-Za-z]+)?)?"
+    rf"|/(v1|v1beta)/(files|cachedContents|batches)(/{_ID}(:[A-Za-z]+)?)?"
+    rf"|/upload/(v1|v1beta)/files"
+)
 
 
 def _dumps(value: Any) -> bytes:
