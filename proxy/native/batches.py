@@ -24,7 +24,7 @@ from ..caller import Caller
 from ..db.tables import Resource
 from ..errors import BadRequest, NotFound, ProxyError, to_response
 from ..estimate import CHARS_PER_TOKEN
-from ..httputil import forward_headers, parse_json_object, read_body, reply_headers
+from ..httputil import parse_json_object, read_body, reply_headers
 from ..model_ids import ANY_MODEL, ModelId, model_id
 from ..pipeline import MeteredCall, meter_headers, read_whole
 from ..pipeline.resources import generated_files
@@ -35,7 +35,8 @@ from ..services import Services, authenticate
 from ..sse import parse_event
 from ..upstream import UpstreamResponse
 from ..usage import Usage
-from .relay import passthrough, version_of
+from .owned import page_size
+from .relay import passthrough, start_operation, version_of
 
 __all__ = [
     "after_poll",
@@ -53,8 +54,6 @@ log = logging.getLogger("gemini_meter.resources")
 KIND = "batch"
 EMBED_METHOD = "asyncBatchEmbedContent"
 EMBED_REQUEST = "embedContent"  # what each request of an embeddings batch is
-MAX_PAGE = 100
-DEFAULT_PAGE = 10
 _NAME_ID = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -160,18 +159,13 @@ async def create_batch(request: Request, model: ModelId, method: str) -> Respons
         caller, route="native", operation="batches.create", model=model, request=payload,
         estimate=estimate,
     )  # fmt: skip
-    reply = await call.send(
-        "POST", f"/{version}/models/{model.segment}:{method}", content=body,
-        headers=forward_headers(request.headers),
+    started = await start_operation(
+        call, request, model, method, body, named=lambda n: n.startswith("batches/"),
+        what="a batch",
     )  # fmt: skip
-    if reply.status_code != 200:
-        return await passthrough(call, reply)
-    content = await read_whole(reply)
-    op = parse_event(content)
-    name = op.get("name") if op else None
-    if op is None or not isinstance(name, str) or not name.startswith("batches/"):
-        call.close(502, error_class="upstream_malformed")
-        raise ProxyError("The Gemini API answered a batch without a name.", status_code=502)
+    if isinstance(started, Response):
+        return started
+    reply, content, op, name = started
     call.meter.resource = name
     detail = {
         "tenant": caller.tenant_name, "method": method, "requests": count,
@@ -268,18 +262,24 @@ METERING_WAIT = 5.0
 
 
 async def _metered_soon(svc: Services, caller: Caller, row: Resource) -> Resource:
-    """The batch's record once whoever holds its claim (``claimed_by``: metering or polling
-    it now) lets go, or as it stands after METERING_WAIT."""
-    row = await svc.owners.get(row.name, caller, kind=KIND) or row
-    deadline = asyncio.get_running_loop().time() + METERING_WAIT
-    while (
-        row.metered_at is None
-        and row.claimed_by is not None
-        and asyncio.get_running_loop().time() < deadline
-    ):
-        await asyncio.sleep(0.1)
+    """The batch's record once it is metered — by whoever holds its claim now (``claimed_by``:
+    polling or metering it), or here once nobody does — or, if it is still running, as it
+    stands; at most METERING_WAIT."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + METERING_WAIT
+    while True:
         row = await svc.owners.get(row.name, caller, kind=KIND) or row
-    return row
+        if row.metered_at is not None or loop.time() >= deadline:
+            return row
+        if row.claimed_by is None:
+            # Nobody is on it (a poll that saw it running may have let go just now): meter
+            # it here if it is done; if it is not, it is still running.
+            if not await svc.reconciler.reconcile(row.name):
+                fresh = await svc.owners.get(row.name, caller, kind=KIND) or row
+                if fresh.claimed_by is None and fresh.metered_at is None:
+                    return fresh
+            continue
+        await asyncio.sleep(0.1)
 
 
 @gemini_errors
@@ -309,10 +309,13 @@ async def batch(request: Request) -> Response:
         call.meter.resource = name
         reply = await call.send("POST", f"/{version}/{name}:cancel", content=b"{}")
         return await passthrough(call, reply)
-    if row.metered_at is None and not await svc.reconciler.reconcile(name):
+    if row.metered_at is None:
         # Once deleted upstream its results are gone: it must be metered first — here, or by
         # whoever holds its claim now (the background loop, another replica): wait for that.
-        row = await _metered_soon(svc, caller, row)
+        if await svc.reconciler.reconcile(name):
+            row = await svc.owners.get(name, caller, kind=KIND) or row
+        else:
+            row = await _metered_soon(svc, caller, row)
     if row.metered_at is None:
         raise BadRequest(
             f"Batch {name} has not ended or its results are not metered yet: cancel it (or "
@@ -332,7 +335,7 @@ async def list_batches(request: Request) -> Response:
     """GET ``batches``: the tenant's own batches, newest first, as Google lists them."""
     version = version_of(request)
     svc, caller = await authenticate(request)
-    size = _page_size(request.query_params.get("pageSize"))
+    size = page_size(request.query_params.get("pageSize"))
     page = await svc.owners.page(caller, KIND, size, request.query_params.get("pageToken"))
     call = svc.pipeline.open(caller, route="native", operation="batches.list", model=ANY_MODEL)
     try:
@@ -355,16 +358,6 @@ async def list_batches(request: Request) -> Response:
     result = call.close(200, priced=free(svc, "batches.list"))
     headers = meter_headers(call, result)
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
-
-
-def _page_size(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_PAGE
-    try:
-        size = int(raw)
-    except ValueError:
-        raise BadRequest("pageSize must be an integer.") from None
-    return DEFAULT_PAGE if size <= 0 else min(size, MAX_PAGE)
 
 
 def routes() -> list[BaseRoute]:

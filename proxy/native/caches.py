@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..caller import Caller
-from ..db.resources import aware
+from ..db.resources import StorageMove, aware
 from ..errors import BadRequest, NotFound, ProxyError
 from ..httputil import parse_json_object, read_body
 from ..model_ids import ANY_MODEL, ModelId, model_id
@@ -254,12 +254,7 @@ async def patch(request: Request) -> Response:
     moved = await svc.owners.bill_storage(name, expire)
     if moved is None:  # not billed before (no row to move): nothing to add
         return _charged(call, content, 200, None, None)
-    priced, hours = price_storage(
-        svc.catalog, model.name, moved.token_count, moved.held_from, moved.billed_until,
-        moved.new_until,
-    )  # fmt: skip
-    detail = _detail(moved.token_count, hours, moved.billed_until, moved.new_until)
-    return _charged(call, content, 200, priced, detail)
+    return _bill_move(svc, call, model, content, moved)
 
 
 async def delete(request: Request) -> Response:
@@ -280,6 +275,14 @@ async def delete(request: Request) -> Response:
     moved = await svc.owners.bill_storage(name, _now(), delete=True)
     if moved is None or moved.new_until == moved.billed_until:
         return _charged(call, content, status, None, None)
+    return _bill_move(svc, call, model, content, moved)
+
+
+def _bill_move(
+    svc: Services, call: MeteredCall, model: ModelId, content: bytes, moved: StorageMove
+) -> Response:
+    """The row of a cache's billing moved from ``billed_until`` to ``new_until``: the
+    extension a patch commits to, or the credit of an early delete."""
     priced, hours = price_storage(
         svc.catalog, model.name, moved.token_count, moved.held_from, moved.billed_until,
         moved.new_until,

@@ -17,17 +17,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..errors import BadRequest, NotFound, ProxyError
+from ..errors import BadRequest, NotFound
 from ..httputil import forward_headers, parse_json_object, read_body
 from ..model_ids import ModelId, model_id
-from ..pipeline import MeteredCall, read_whole
+from ..pipeline import MeteredCall
 from ..pricing.cost import PricedCall
 from ..pricing.media import image_count, price_images, price_video
 from ..quotas.estimate import Estimate
 from ..services import Services, authenticate
 from ..sse import parse_event
 from .batches import after_poll, gemini_errors, held_detail, held_reply, record
-from .relay import passthrough, version_of
+from .relay import passthrough, start_operation, version_of
 
 __all__ = ["imagen_price", "predict", "predict_long_running", "routes", "video_request"]
 
@@ -116,18 +116,13 @@ async def predict_long_running(request: Request, model: ModelId, method: str) ->
         caller, route="native", operation="videos.create", model=model, request=payload,
         estimate=estimate,
     )  # fmt: skip
-    reply = await call.send(
-        "POST", f"/{version}/models/{model.segment}:{method}", content=body,
-        headers=forward_headers(request.headers),
+    started = await start_operation(
+        call, request, model, method, body, named=lambda n: "/operations/" in n,
+        what="a video",
     )  # fmt: skip
-    if reply.status_code != 200:
-        return await passthrough(call, reply)
-    content = await read_whole(reply)
-    op = parse_event(content)
-    name = op.get("name") if op else None
-    if not isinstance(name, str) or "/operations/" not in name:
-        call.close(502, error_class="upstream_malformed")
-        raise ProxyError("The Gemini API answered a video without an operation.", status_code=502)
+    if isinstance(started, Response):
+        return started
+    reply, content, _op, name = started
     call.meter.resource = name
     detail = {"tenant": caller.tenant_name, **video, **held_detail(estimate)}
     await record(svc, call, version, name, "operation", model, detail=detail)
