@@ -45,6 +45,7 @@ __all__ = [
     "gemini_errors",
     "held_detail",
     "held_reply",
+    "poll",
     "record",
     "routes",
 ]
@@ -253,6 +254,21 @@ async def after_poll(svc: Services, caller: Caller, row: Resource, op: Mapping[s
         svc.reconciler.kick(row.name)
 
 
+async def poll(
+    svc: Services, caller: Caller, row: Resource, model: ModelId, version: str, operation: str
+) -> Response:
+    """GET the tenant's batch or video operation upstream, passed through as Google answers;
+    then :func:`after_poll` on what it said."""
+    call = svc.pipeline.open(caller, route="native", operation=operation, model=model)
+    call.meter.resource = row.name
+    reply = await call.send("GET", f"/{version}/{row.name}")
+    response = await passthrough(call, reply)
+    op = parse_event(reply.content) if reply.status_code == 200 else None
+    if op is not None:
+        await after_poll(svc, caller, row, op)
+    return response
+
+
 def _model(row: Resource) -> ModelId:
     return model_id(row.model or "unknown", prefixed=True)
 
@@ -296,14 +312,7 @@ async def batch(request: Request) -> Response:
     row = await _owned(svc, caller, name)
     model = _model(row)
     if method == "GET":
-        call = svc.pipeline.open(caller, route="native", operation="batches.get", model=model)
-        call.meter.resource = name
-        reply = await call.send("GET", f"/{version}/{name}")
-        response = await passthrough(call, reply)
-        op = parse_event(reply.content) if reply.status_code == 200 else None
-        if op is not None:
-            await after_poll(svc, caller, row, op)
-        return response
+        return await poll(svc, caller, row, model, version, "batches.get")
     if method == "POST":
         call = svc.pipeline.open(caller, route="native", operation="batches.cancel", model=model)
         call.meter.resource = name

@@ -169,17 +169,10 @@ async def create(request: Request) -> Response:
         caller, route="native", operation="cachedContents.create", model=model, request=payload,
         estimate=_storage_estimate(svc, model.name, tokens, now, expiry),
     )  # fmt: skip
-    reply = await call.send(
-        "POST", f"/{v}/cachedContents", content=body, headers={"content-type": "application/json"}
-    )
-    if reply.status_code != 200:
-        return await passthrough(call, reply)
-    content = await read_whole(reply)
-    try:
-        name, count, created, expire = _reply_times(content)
-    except ProxyError as exc:
-        call.close(exc.status_code, error_class="malformed_cache_reply")
-        raise
+    sent = await _send(call, "POST", f"/{v}/cachedContents", body)
+    if isinstance(sent, Response):
+        return sent
+    content, (name, count, created, expire) = sent
     call.meter.resource = name
     priced, hours = price_storage(svc.catalog, model.name, count, created, created, expire)
     try:
@@ -192,6 +185,30 @@ async def create(request: Request) -> Response:
         _charged(call, content, 503, priced, _detail(count, hours, created, expire))
         raise
     return _charged(call, content, 200, priced, _detail(count, hours, created, expire))
+
+
+async def _send(
+    call: MeteredCall,
+    method: str,
+    path: str,
+    body: bytes,
+    params: list[tuple[str, str]] | None = None,
+) -> tuple[bytes, tuple[str, int, datetime, datetime]] | Response:
+    """Send a create or patch upstream: the reply's body and the cache's name, token count,
+    creation and expiry — or Gemini's failure passed through. A reply without them is the
+    upstream's fault: the call is closed as malformed."""
+    reply = await call.send(
+        method, path, params=params or (), content=body,
+        headers={"content-type": "application/json"},
+    )  # fmt: skip
+    if reply.status_code != 200:
+        return await passthrough(call, reply)
+    content = await read_whole(reply)
+    try:
+        return content, _reply_times(content)
+    except ProxyError as exc:
+        call.close(exc.status_code, error_class="malformed_cache_reply")
+        raise
 
 
 async def _owned(request: Request) -> tuple[Services, Caller, str, str, Any]:
@@ -239,18 +256,10 @@ async def patch(request: Request) -> Response:
         )
     call.meter.resource = name
     params = [("updateMask", m) for m in request.query_params.getlist("updateMask")[:1]]
-    reply = await call.send(
-        "PATCH", f"/{v}/{name}", params=params, content=body,
-        headers={"content-type": "application/json"},
-    )  # fmt: skip
-    if reply.status_code != 200:
-        return await passthrough(call, reply)
-    content = await read_whole(reply)
-    try:
-        _name, _count, _created, expire = _reply_times(content)
-    except ProxyError as exc:
-        call.close(exc.status_code, error_class="malformed_cache_reply")
-        raise
+    sent = await _send(call, "PATCH", f"/{v}/{name}", body, params)
+    if isinstance(sent, Response):
+        return sent
+    content, (_name, _count, _created, expire) = sent
     moved = await svc.owners.bill_storage(name, expire)
     if moved is None:  # not billed before (no row to move): nothing to add
         return _charged(call, content, 200, None, None)

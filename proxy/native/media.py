@@ -25,8 +25,7 @@ from ..pricing.cost import PricedCall
 from ..pricing.media import image_count, price_images, price_video
 from ..quotas.estimate import Estimate
 from ..services import Services, authenticate
-from ..sse import parse_event
-from .batches import after_poll, gemini_errors, held_detail, held_reply, record
+from .batches import gemini_errors, held_detail, held_reply, poll, record
 from .relay import passthrough, start_operation, version_of
 
 __all__ = ["imagen_price", "predict", "predict_long_running", "routes", "video_request"]
@@ -144,14 +143,7 @@ async def get_operation(request: Request) -> Response:
     row = await svc.owners.get(name, caller, kind="operation")
     if row is None:
         raise NotFound(f"Operation {name[:200]} not found.")
-    call = svc.pipeline.open(caller, route="native", operation="operations.get", model=model)
-    call.meter.resource = name
-    reply = await call.send("GET", f"/{version}/{name}")
-    response = await passthrough(call, reply)
-    op = parse_event(reply.content) if reply.status_code == 200 else None
-    if op is not None:
-        await after_poll(svc, caller, row, op)
-    return response
+    return await poll(svc, caller, row, model, version, "operations.get")
 
 
 def routes() -> list[BaseRoute]:
