@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import openai
 import pytest
+from google import genai
+from google.genai import types
 from sqlalchemy import select, text
 
 from proxy.app import create_app
@@ -258,6 +260,18 @@ def client(proxy: RunningProxy) -> Iterator[openai.OpenAI]:
     """The openai SDK pointed at the proxy's /v1, closed when the test ends."""
     with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.key, max_retries=0) as c:
         yield c
+
+
+@pytest.fixture
+def sdk() -> Iterator[Callable[[str, str], genai.Client]]:
+    """sdk(base_url, key): a Google GenAI client, closed when the test ends."""
+    with contextlib.ExitStack() as clients:
+
+        def make(base_url: str, key: str) -> genai.Client:
+            options = types.HttpOptions(base_url=base_url)
+            return clients.enter_context(genai.Client(api_key=key, http_options=options))
+
+        yield make
 
 
 @pytest.fixture

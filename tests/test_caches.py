@@ -4,12 +4,11 @@ that the rows of one cache add up to exactly what was held (proxy/pricing/storag
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +19,6 @@ import orjson
 import pytest
 from google import genai
 from google.genai import errors as genai_errors
-from google.genai import types
 
 from proxy.errors import BadRequest
 from proxy.native.caches import parse_duration, parse_time, requested_expiry
@@ -40,17 +38,6 @@ ADMIN = {"authorization": "Bearer admin-token-for-tests"}
 
 def rate(usd: str) -> Rate:
     return Rate("cache_storage", "1M token-hours", Decimal(usd), None, None, None, None, "test")
-
-
-@pytest.fixture
-def sdk() -> Iterator[Callable[[str, str], genai.Client]]:
-    with contextlib.ExitStack() as clients:
-
-        def make(base_url: str, key: str) -> genai.Client:
-            options = types.HttpOptions(base_url=base_url)
-            return clients.enter_context(genai.Client(api_key=key, http_options=options))
-
-        yield make
 
 
 # -- unit: token-hour pricing --------------------------------------------------------------------

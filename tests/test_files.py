@@ -3,9 +3,8 @@ URL, a ledger row per upload, and every file visible to the tenant that uploaded
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -26,17 +25,6 @@ from tests.conftest import RunningProxy, run_sync
 from tests.fakes.gemini import FakeGemini
 
 MODEL = "gemini-2.5-flash"
-
-
-@pytest.fixture
-def sdk() -> Iterator[Callable[[str, str], genai.Client]]:
-    with contextlib.ExitStack() as clients:
-
-        def make(base_url: str, key: str) -> genai.Client:
-            options = types.HttpOptions(base_url=base_url)
-            return clients.enter_context(genai.Client(api_key=key, http_options=options))
-
-        yield make
 
 
 @pytest.fixture

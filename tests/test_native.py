@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,7 +10,6 @@ import httpx
 import orjson
 import pytest
 from google import genai
-from google.genai import types
 
 from proxy.cli import main
 from tests.conftest import UPSTREAM_KEY, RunningProxy
@@ -35,18 +33,6 @@ def run_sync_main(argv: list[str]) -> int:
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(main, argv).result()
-
-
-@pytest.fixture
-def sdk() -> Iterator[Callable[[str, str], genai.Client]]:
-    """sdk(base_url, key): a Google GenAI client, closed when the test ends."""
-    with contextlib.ExitStack() as clients:
-
-        def make(base_url: str, key: str) -> genai.Client:
-            options = types.HttpOptions(base_url=base_url)
-            return clients.enter_context(genai.Client(api_key=key, http_options=options))
-
-        yield make
 
 
 def comparable(resp: Any) -> Any:
